@@ -63,12 +63,21 @@ class HFBackend:
         self.batch_size = batch_size
 
     def generate(self, prompts: Sequence[str], n: int = 1, temperature: float = 0.7, max_tokens: int = 1024,
-                 stop: Sequence[str] | None = None, seed: int | None = None) -> list[PromptOutput]:
+                 stop: Sequence[str] | None = None, seed: int | Sequence[int] | None = None) -> list[PromptOutput]:
+        """`seed`: one int for the call, or one per prompt; per-prompt seeds make each prompt's samples
+        independent of what else is in the call (shards and resumed runs repeat an unsharded run), at
+        the cost of batching: each prompt's n samples are one batch then."""
         import torch
 
         stop = [s for s in (stop or []) if s]
+        if seed is not None and not isinstance(seed, int):
+            outputs: list[PromptOutput] = []
+            for prompt, prompt_seed in zip(prompts, seed, strict=True):
+                torch.manual_seed(prompt_seed)
+                outputs += self._generate_batch([prompt], n, temperature, max_tokens, stop)
+            return outputs
         per_batch = max(1, self.batch_size // n)
-        outputs: list[PromptOutput] = []
+        outputs = []
         for start in range(0, len(prompts), per_batch):
             if seed is not None:
                 torch.manual_seed(seed + start)
