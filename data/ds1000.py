@@ -80,6 +80,11 @@ def solution_code(program: str, init_state: str) -> str:
     return code[:cut]
 
 
+# (how a prompt's code section opens, the marker that closes it) for training targets
+CLOSING_MARKERS = (("<code>", "</code>"), ("### BEGIN SOLUTION", "### END SOLUTION"),
+                   ("# SOLUTION START", "# SOLUTION END"))
+
+
 class DS1000(Benchmark):
     name = "DS1000"
     files = ("data.jsonl", "ds1000.jsonl.gz", "ds1000.jsonl")
@@ -114,6 +119,14 @@ class DS1000(Benchmark):
         """The original's cut: at the first occurrence of each end marker, in this order."""
         for marker in EXTRACT_MARKERS:
             sample = sample.split(marker)[0]
+        return sample
+
+    def close_sample(self, formatted_prompt: str, sample: str) -> str:
+        """The end marker that answers the prompt's opening one (the original's process_sample)."""
+        opening = formatted_prompt.rstrip()
+        for start, end in CLOSING_MARKERS:
+            if opening.endswith(start):
+                return sample + end
         return sample
 
     def reference_program(self, problem: Problem) -> str:

@@ -141,3 +141,25 @@ class JsonlAppender:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def read_done(path: str, args: dict, result_args: Iterable[str], key: str = "id") -> dict[str, dict]:
+    """The records an earlier run already wrote to `path` (resume by id, after dropping a half-written
+    last line). Refuses, naming the arguments, when that run's `<path>.args.json` differs from `args`
+    in any of `result_args` (the arguments that change results)."""
+    if not os.path.exists(path):
+        return {}
+    args_path = path + ".args.json"
+    if os.path.exists(args_path):
+        with open(args_path, encoding="utf-8") as handle:
+            earlier = json.load(handle)
+        changed = [name for name in result_args if _comparable(earlier.get(name)) != _comparable(args.get(name))]
+        if changed:
+            raise DataError(path, None, f"exists with other {', '.join(changed)}; remove it or change the output")
+    drop_partial_line(path)
+    return {str(record[key]): record for _, record in read_jsonl(path)}
+
+
+def _comparable(value: Any) -> Any:
+    """Arguments as they read back from JSON (tuples are lists there)."""
+    return json.loads(json.dumps(value))

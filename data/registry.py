@@ -45,7 +45,7 @@ class Benchmark:
         path = self.resolve(directory, file)
         if not os.path.exists(path):
             raise DataError(path, None, f"no {self.name} data file here (see README, 'Datasets')")
-        problems = self.parse(path)
+        problems = read_problem_records(path, self.name) if is_problem_file(path) else self.parse(path)
         seen: set[str] = set()
         for problem in problems:
             if problem.id in seen:
@@ -68,6 +68,11 @@ class Benchmark:
         """The code in a raw sample that continues the response prefix."""
         return sample.split("```")[0]
 
+    def close_sample(self, formatted_prompt: str, sample: str) -> str:
+        """A training target: the code sample followed by the marker that ends the answer (the
+        original's process_sample; here the closing fence)."""
+        return sample + "```"
+
     def reference_program(self, problem: Problem) -> str:
         """The benchmark's own solution as a whole program (for tests and benchmarks)."""
         raise NotImplementedError
@@ -89,6 +94,33 @@ class Benchmark:
         else:
             reward = sum(status == "passed" for status in tests) / len(tests)
         return Verdict(reward, result.status, tests, result.error, result.time)
+
+
+PROBLEM_FIELDS = ("id", "prompt", "init_state", "test")
+
+
+def is_problem_file(path: str) -> bool:
+    """Whether `path` holds problems in our own record form ({id, prompt, init_state, test, ...}, as
+    `experiment.collect_grpo_data` writes them) rather than a benchmark's own layout."""
+    if not path.endswith((".jsonl", ".jsonl.gz")):
+        return False
+    from data.jsonl import read_jsonl
+
+    for _, record in read_jsonl(path):
+        return all(name in record for name in PROBLEM_FIELDS)
+    return False
+
+
+def read_problem_records(path: str, domain: str) -> list[Problem]:
+    """Problems in our own record form, every benchmark alike (the benchmark payload in `test`)."""
+    from data.jsonl import read_jsonl, require
+    from data.records import problem_from_record
+
+    problems = []
+    for line, record in read_jsonl(path):
+        require(record, PROBLEM_FIELDS, path, line)
+        problems.append(problem_from_record(record, domain))
+    return problems
 
 
 BENCHMARKS: dict[str, Benchmark] = {}

@@ -27,7 +27,7 @@ import sys
 import time
 from collections import Counter
 
-from data.jsonl import DataError, JsonlAppender, read_jsonl, write_json
+from data.jsonl import DataError, JsonlAppender, read_done, read_jsonl, write_json
 from data.registry import domains, get_benchmark
 from evaluation.execution import STATUSES, Sandbox, SandboxError
 from evaluation.metrics import STRICT_THRESHOLD, summarize
@@ -101,25 +101,6 @@ def failed_ground_truth(path: str) -> set[str]:
             if not record.get("rewards") or min(record["rewards"]) < STRICT_THRESHOLD}
 
 
-def read_done(path: str, args: argparse.Namespace) -> dict[str, dict]:
-    """Lines already verified (resume by id); refuses when the earlier run's arguments differ."""
-    if not os.path.exists(path):
-        return {}
-    args_path = path + ".args.json"
-    if os.path.exists(args_path):
-        with open(args_path, encoding="utf-8") as handle:
-            earlier = json.load(handle)
-        changed = [name for name in RESULT_ARGS if earlier.get(name) != getattr(args, name)]
-        if changed:
-            raise DataError(path, None, f"exists with other {', '.join(changed)}; remove it or pick another --output")
-    done = {}
-    with JsonlAppender(path):  # drops a half-written last line
-        pass
-    for _, record in read_jsonl(path):
-        done[str(record["id"])] = record
-    return done
-
-
 def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     args = parse_args(argv)
@@ -142,7 +123,7 @@ def main(argv=None) -> int:
             requests = read_requests(args.input, set(problems))
         if args.exclude_failed_ground_truth:
             excluded = failed_ground_truth(args.exclude_failed_ground_truth)
-        done = read_done(output, args)
+        done = read_done(output, vars(args), RESULT_ARGS)
     except (DataError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -1,0 +1,159 @@
+"""What the sampling, tree-search and evaluation stages share: their command-line arguments, which
+problems a run (or one shard of it) covers, per-problem seeds, the backend, and generation with
+verification overlapped.
+
+    problems = select_problems(benchmark.load(args.directory, args.file), args.idx_list,
+                               args.num_shards, args.shard_id)
+    backend = backend_from_args(args)
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import logging
+import re
+from typing import Sequence
+
+from data.jsonl import DataError
+from data.records import Problem
+
+logger = logging.getLogger(__name__)
+
+
+# -- argument parsing (the original's list and kwargs rules, §0) ------------------------------------
+
+def int_or_float(text: str) -> int | float:
+    """`1` -> 1 (a count), `1.0` or `0.5` -> a float (a ratio)."""
+    try:
+        return int(text)
+    except ValueError:
+        return float(text)
+
+
+def parse_value(text: str):
+    """A `--kwargs` value: all digits -> int, digits.digits -> float, true/false -> bool, else str."""
+    if re.fullmatch(r"-?\d+", text):
+        return int(text)
+    if re.fullmatch(r"-?\d+\.\d+", text):
+        return float(text)
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    return text
+
+
+class ParseKwargs(argparse.Action):
+    """`--kwargs enable_thinking=false k=v ...` -> {"enable_thinking": False, "k": "v"}."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        result = {}
+        for item in values:
+            key, sep, value = item.partition("=")
+            if not sep or not key:
+                parser.error(f"{option_string}: expected key=value, got {item!r}")
+            result[key] = parse_value(value)
+        setattr(namespace, self.dest, result)
+
+
+def idx_list(values: Sequence[str] | None) -> list[int] | None:
+    """`--idx_list 0 1 2` (the README's form) and `--idx_list 0,1,2` (the original parser's) alike."""
+    if not values:
+        return None
+    return [int(part) for value in values for part in value.split(",") if part.strip()]
+
+
+def str_list(text: str) -> list[str]:
+    """`--stop a,b` -> ["a", "b"] (the original's comma-separated list)."""
+    return [part for part in text.split(",") if part]
+
+
+def add_problem_args(parser: argparse.ArgumentParser, domain: str = "BigCodeBench") -> None:
+    parser.add_argument("--domain", default=domain, help="benchmark (data/registry.py): APPS, BigCodeBench, DS1000, "
+                        "TinyCode, HumanEval, HumanEvalPlus, MBPP, MBPPPlus")
+    parser.add_argument("--directory", default=None, help="data directory (default data/<Domain>)")
+    parser.add_argument("--file", default=None, help="data file name inside the directory")
+    parser.add_argument("--idx_list", nargs="*", default=None,
+                        help="positions in the data file to run: '0 1 2' or '0,1,2' (default all)")
+    parser.add_argument("--num_shards", type=int, default=1, help="split the problems into this many shards")
+    parser.add_argument("--shard_id", type=int, default=0, help="which shard this run covers (0-based)")
+
+
+def add_generation_args(parser: argparse.ArgumentParser, n_default: int = 5) -> None:
+    parser.add_argument("--backend", default="gpt-4o-mini", help="model id or path (local engines) or API model name")
+    parser.add_argument("--use_api", action="store_true",
+                        help="sample from an OpenAI-compatible server (OPENAI_BASE_URL, OPENAI_API_KEY)")
+    parser.add_argument("--engine", default="auto", choices=("auto", "hf", "vllm"),
+                        help="local engine; auto: vLLM when installed and a GPU is visible, else transformers")
+    parser.add_argument("--low_b", type=float, default=0.0, help="constant added to every verifier score")
+    parser.add_argument("--n", type=int, default=n_default, help="samples per problem")
+    parser.add_argument("--temperature", type=float, default=0.7, help="sampling temperature")
+    parser.add_argument("--max_tokens", type=int, default=1024, help="max new tokens per sample")
+    parser.add_argument("--stop", type=str_list, default=None,
+                        help="comma-separated stop strings (default: the domain's)")
+    parser.add_argument("--vllm_tensor_parallel_size", type=int, default=-1,
+                        help="vLLM tensor parallel size; -1: all visible GPUs")
+    parser.add_argument("--vllm_gpu_memory_utilization", type=float, default=0.9, help="vLLM GPU memory fraction")
+    parser.add_argument("--do_not_format", action="store_true",
+                        help="use the problem text as the whole prompt (no chat template or instruction)")
+    parser.add_argument("--kwargs", nargs="*", action=ParseKwargs, default={},
+                        help="chat-template arguments, e.g. enable_thinking=false")
+    parser.add_argument("--seed", type=int, default=0, help="seed of every random choice (per problem: seed + id)")
+    parser.add_argument("--device", default=None, help="hf engine device (default cuda when visible, else cpu)")
+    parser.add_argument("--batch_size", type=int, default=16, help="hf engine: sequences per forward batch")
+    parser.add_argument("--exec_python", default=None,
+                        help="interpreter that runs programs (BigCodeBench/DS1000 need their own environment)")
+    parser.add_argument("--workers", type=int, default=None, help="sandbox workers (default: number of cores)")
+    parser.add_argument("--timeout", type=float, default=None, help="seconds per program (default: the benchmark's)")
+
+
+def check_shards(args: argparse.Namespace) -> None:
+    if args.num_shards < 1 or not 0 <= args.shard_id < args.num_shards:
+        raise DataError("--shard_id", None, f"needs 0 <= shard_id < num_shards, got {args.shard_id} of "
+                        f"{args.num_shards}")
+
+
+# -- which problems, which seeds ---------------------------------------------------------------------
+
+def select_problems(problems: Sequence[Problem], indices: Sequence[int] | None = None, num_shards: int = 1,
+                    shard_id: int = 0) -> list[Problem]:
+    """The problems at `indices` (data-file positions; default all), then every `num_shards`-th of them
+    starting at `shard_id`: shards are disjoint and together cover the selection."""
+    if indices is not None:
+        bad = [index for index in indices if not 0 <= index < len(problems)]
+        if bad:
+            raise DataError("--idx_list", None, f"positions {bad} outside the {len(problems)} problems")
+        chosen = [problems[index] for index in dict.fromkeys(indices)]
+    else:
+        chosen = list(problems)
+    return chosen[shard_id::num_shards]
+
+
+def problem_seed(seed: int, problem_id: str, salt: str = "") -> int:
+    """A seed for one problem that depends only on the run's seed and the problem (and a salt for a
+    second use), so shards and resumed runs draw what an unsharded run draws."""
+    digest = hashlib.sha256(f"{seed}\0{problem_id}\0{salt}".encode()).digest()
+    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
+
+
+# -- the backend ---------------------------------------------------------------------------------------
+
+def backend_from_args(args: argparse.Namespace):
+    """The generation backend the flags name (models.generation.build_backend)."""
+    from models.generation import build_backend
+
+    if args.use_api:
+        return build_backend(args.backend, use_api=True)
+    engine = args.engine
+    if engine == "auto":
+        from models.generation import _vllm_usable
+
+        engine = "vllm" if _vllm_usable() else "hf"
+    if engine == "vllm":
+        return build_backend(args.backend, engine="vllm", tensor_parallel_size=args.vllm_tensor_parallel_size,
+                             gpu_memory_utilization=args.vllm_gpu_memory_utilization)
+    return build_backend(args.backend, engine="hf", device=args.device, batch_size=args.batch_size)
+
+
+def stop_strings(args: argparse.Namespace) -> list[str]:
+    from prompts import get_stop_strings
+
+    return args.stop if args.stop else get_stop_strings(args.domain)

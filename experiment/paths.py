@@ -1,0 +1,117 @@
+"""Every output path of every stage, in one place (the original's names, ARCHITECTURE.md).
+
+Names follow the original convention: the backend slug is the model id or path with `/` -> `--`,
+numbers print as Python `str()` of the parsed value (`0.7`, `1.0`, `None`), paths are relative to
+the working directory.
+
+    >>> completions_path("APPS", "Qwen/Qwen2.5-Coder-7B-Instruct", 0.7, 1024)
+    'generate/Common/APPS/Qwen--Qwen2.5-Coder-7B-Instruct/temp_0.7_tokens_1024_completions.jsonl'
+    >>> grpo_data_name(0.7, 1024, 0.05, 0.9, 0.5, 0.95)
+    'temp_0.7_tokens_1024_grpo_data_0.05_0.9_0.5_0.95.jsonl'
+    >>> shard_path("generate/x.jsonl", 1, 4)
+    'generate/x.shard-1-of-4.jsonl'
+"""
+from __future__ import annotations
+
+import os
+
+GENERATE = "generate"
+OUTPUT = "output"
+LOGS = "logs"
+AGGREGATE = "All"  # the directory of files aggregated over domains
+
+
+def slug(backend: str) -> str:
+    """`Qwen/Qwen2.5-Coder-7B-Instruct` -> `Qwen--Qwen2.5-Coder-7B-Instruct`."""
+    return backend.replace("/", "--")
+
+
+def shard_path(path: str, shard_id: int, num_shards: int) -> str:
+    """`<name>.shard-<i>-of-<N>.jsonl` beside `<name>.jsonl` (no shard suffix when N is 1)."""
+    if num_shards <= 1:
+        return path
+    stem = path[: -len(".jsonl")] if path.endswith(".jsonl") else path
+    return f"{stem}.shard-{shard_id}-of-{num_shards}.jsonl"
+
+
+# -- stage 1: common sampling and its processed data ----------------------------------------------
+
+def common_dir(domain: str, backend: str) -> str:
+    return os.path.join(GENERATE, "Common", domain, slug(backend))
+
+
+def completions_name(temperature: float, max_tokens: int, do_not_format: bool = False) -> str:
+    suffix = "_completions_no_format.jsonl" if do_not_format else "_completions.jsonl"
+    return f"temp_{temperature}_tokens_{max_tokens}{suffix}"
+
+
+def completions_path(domain: str, backend: str, temperature: float, max_tokens: int,
+                     do_not_format: bool = False) -> str:
+    return os.path.join(common_dir(domain, backend), completions_name(temperature, max_tokens, do_not_format))
+
+
+def grpo_data_name(temperature: float, max_tokens: int, std_threshold: float, completion_threshold: float,
+                   n_sample: int | float, alpha: float, extract_all_lines: bool = False) -> str:
+    """The original's three names: `_all` (every prefix), `_basic` (n_sample <= 0: naive GRPO data),
+    else thresholds, n_sample and alpha."""
+    head = f"temp_{temperature}_tokens_{max_tokens}_grpo_data"
+    if extract_all_lines:
+        return f"{head}_{std_threshold}_{completion_threshold}_all.jsonl"
+    if n_sample <= 0:
+        return f"{head}_basic.jsonl"
+    return f"{head}_{std_threshold}_{completion_threshold}_{n_sample}_{alpha}.jsonl"
+
+
+def dpo_data_name(temperature: float, max_tokens: int) -> str:
+    return f"temp_{temperature}_tokens_{max_tokens}_dpo_data.jsonl"
+
+
+def sft_data_name(temperature: float, max_tokens: int) -> str:
+    return f"temp_{temperature}_tokens_{max_tokens}_sft_data.jsonl"
+
+
+def prompts_name(data_name: str) -> str:
+    """GRPO data re-written as problems to re-sample (`collect_grpo_data`): `<stem>_prompts.jsonl`
+    (the original's rstrip('.jsonl') turned `_all` into `_a`; the suffix is removed here)."""
+    stem = data_name[: -len(".jsonl")] if data_name.endswith(".jsonl") else data_name
+    return f"{stem}_prompts.jsonl"
+
+
+def reward_plot_path(domain: str, backend: str, temperature: float, max_tokens: int, do_not_format: bool,
+                     kind: str) -> str:
+    """`logs/{domain}/{slug}/temp_{T}_tokens_{M}[_no_format]_{rewards|stds}.png`."""
+    suffix = "_no_format" if do_not_format else ""
+    return os.path.join(LOGS, domain, slug(backend), f"temp_{temperature}_tokens_{max_tokens}{suffix}_{kind}.png")
+
+
+# -- stage 2: MCTS traces and value data -----------------------------------------------------------
+
+def mcts_name(time_limit: float | None, iteration_limit: int | None, num_sample: int, num_decision: int,
+              exploration_constant: float, eps: float, temperature: float, max_tokens: int,
+              use_thought: bool = False) -> str:
+    return (f"time_{time_limit}_iter_{iteration_limit}_sample_{num_sample}_decision_{num_decision}"
+            f"_exp_{exploration_constant}_eps_{eps}_temp_{temperature}_tokens_{max_tokens}"
+            f"_thought_{'yes' if use_thought else 'no'}.jsonl")
+
+
+def mcts_dir(domain: str, backend: str) -> str:
+    return os.path.join(GENERATE, "MCTS", domain, slug(backend))
+
+
+def mcts_path(domain: str, backend: str, **settings) -> str:
+    return os.path.join(mcts_dir(domain, backend), mcts_name(**settings))
+
+
+def value_data_name(trace_name: str, aggregated_domains: list[str] | None = None) -> str:
+    """`<trace stem>_rewards.jsonl`; aggregated: `<stem>_domains_<D1>_<D2>..._rewards.jsonl`."""
+    stem = trace_name[: -len(".jsonl")]
+    if aggregated_domains:
+        stem += "_domains_" + "_".join(aggregated_domains)
+    return f"{stem}_rewards.jsonl"
+
+
+# -- evaluation --------------------------------------------------------------------------------------
+
+def eval_dir(domain: str, method: str, backend: str) -> str:
+    """`output/{domain}_results/{Common|MCTS}/{slug}/` (lower-case domain, as the original's apps_results)."""
+    return os.path.join(OUTPUT, f"{domain.lower()}_results", method, slug(backend))

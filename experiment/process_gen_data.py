@@ -1,0 +1,248 @@
+"""Stage 1.2 / 2.2: turn sampled programs into training data.
+
+--method Common (reads generate/Common/<Domain>/<slug>/temp_<T>_tokens_<M>_completions.jsonl):
+  --mode grpo  ReST-GRPO data {prompt, init_state, partial_state, domain, test, id} (all strings):
+               problems whose reward std (population) is below --std_accept_threshold_grpo are dropped;
+               each kept problem gives its prompt, and, when its first max-reward program scores at least
+               --completion_accept_threshold_grpo, prompts continued by the first j lines of that program,
+               j drawn with weight alpha^(j-1) (--n_sample k: k draws; a float: ceil(L * ratio) draws;
+               <= 0: the naive `basic` data, every prompt and no filter; --extract_all_lines: every j).
+  --mode dpo   {prompt, chosen, rejected}: the best and the worst program of problems whose rewards differ.
+  --mode sft   {prompt, completion}: every program scoring at least --completion_accept_threshold_sft.
+--method MCTS (reads generate/MCTS/<Domain>/<slug>/time_..._thought_no.jsonl): value data
+  {prompt, answer, reward}: every scored program, and every expanded state with its value.
+Writes per domain next to the input, and with --do_aggregate the concatenation under
+generate/{Common|MCTS}/All/<slug>/; each with <output>.args.json.
+
+    python -m experiment.process_gen_data --domain code --method Common --mode grpo \
+        --backend Qwen/Qwen2.5-Coder-7B-Instruct --temperature 0.7 --max_tokens 1024 \
+        --std_accept_threshold_grpo 0.05 --completion_accept_threshold_grpo 0.9 --n_sample 0.5 --alpha 0.95 \
+        --do_aggregate
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import random
+import sys
+from typing import Sequence
+
+import numpy as np
+
+from data.jsonl import DataError, read_jsonl, write_json, write_jsonl
+from data.registry import domains, get_benchmark
+from experiment import paths
+from experiment.common import int_or_float, problem_seed
+
+logger = logging.getLogger("experiment.process_gen_data")
+# `--domain code`: the paper's training domains, in the original's order
+CODE_DOMAINS = ("BigCodeBench", "DS1000", "APPS")
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--domain", default="code",
+                        help="'code' (BigCodeBench, DS1000, APPS), one domain, or a comma-separated list")
+    parser.add_argument("--backend", default="gpt-4o-mini", help="the sampling run's model (selects the files)")
+    parser.add_argument("--method", default="Common", choices=("Common", "MCTS"))
+    parser.add_argument("--mode", default="grpo", choices=("grpo", "dpo", "sft"), help="Common only")
+    parser.add_argument("--temperature", type=float, default=0.7, help="the sampling run's temperature")
+    parser.add_argument("--max_tokens", type=int, default=1024, help="the sampling run's max_tokens")
+    parser.add_argument("--std_accept_threshold_grpo", type=float, default=0.05,
+                        help="drop problems whose reward std is below this")
+    parser.add_argument("--completion_accept_threshold_grpo", type=float, default=0.9,
+                        help="build prefixes only from a best program scoring at least this")
+    parser.add_argument("--completion_accept_threshold_sft", type=float, default=0.9,
+                        help="SFT keeps programs scoring at least this")
+    parser.add_argument("--n_sample", type=int_or_float, default=0.5,
+                        help="prefixes per kept problem: int k, float ratio in (0, 1] of its lines, <= 0 basic")
+    parser.add_argument("--extract_all_lines", action="store_true", help="keep every prefix (mode all)")
+    parser.add_argument("--alpha", type=float, default=0.95, help="prefix length j drawn with weight alpha^(j-1)")
+    parser.add_argument("--do_aggregate", action="store_true", help="also write the concatenation under All/")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the prefix draws")
+    mcts = parser.add_argument_group("MCTS file selectors (must match the sample_mcts run)")
+    mcts.add_argument("--time_limit", type=lambda text: None if text == "None" else float(text), default=None)
+    mcts.add_argument("--iteration_limit", type=int, default=100)
+    mcts.add_argument("--num_sample", type=int, default=5)
+    mcts.add_argument("--num_decision", type=int, default=3)
+    mcts.add_argument("--exploration_constant", type=float, default=0.2)
+    mcts.add_argument("--eps", type=float, default=0.1)
+    mcts.add_argument("--use_thought", action="store_true")
+    args = parser.parse_args(argv)
+    if not 0 < args.alpha < 1:
+        parser.error("--alpha must be in (0, 1)")
+    if isinstance(args.n_sample, float) and args.n_sample > 1 and not args.extract_all_lines:
+        parser.error("--n_sample as a ratio must be in (0, 1]")
+    return args
+
+
+def domain_list(text: str) -> list[str]:
+    names = list(CODE_DOMAINS) if text == "code" else [name for name in text.split(",") if name]
+    unknown = [name for name in names if name not in domains()]
+    if unknown:
+        raise DataError("--domain", None, f"unknown domain {unknown[0]!r} (known: code, {', '.join(domains())})")
+    return names
+
+
+# -- the formulas (§4.2-4.4) ----------------------------------------------------------------------------
+
+def prefix_weights(num_lines: int, alpha: float) -> list[float]:
+    """w_j = alpha^(j-1) for j = 1..L, so p(j) = (1 - alpha) alpha^(j-1) / (1 - alpha^L)."""
+    return [alpha ** (j - 1) for j in range(1, num_lines + 1)]
+
+
+def draw_prefix_lengths(num_lines: int, n_sample: int | float, alpha: float, rng: random.Random,
+                        extract_all_lines: bool = False) -> list[int]:
+    """Prefix lengths j for one best program of L lines: every j (all), k draws (int n_sample), or
+    ceil(L * n_sample) draws (ratio), with replacement."""
+    if num_lines == 0:
+        return []
+    if extract_all_lines:
+        return list(range(1, num_lines + 1))
+    count = n_sample if isinstance(n_sample, int) else math.ceil(num_lines * n_sample)
+    return rng.choices(range(1, num_lines + 1), weights=prefix_weights(num_lines, alpha), k=count)
+
+
+def best_completion(completions: Sequence[dict]) -> dict:
+    """The first completion of maximum reward."""
+    return max(completions, key=lambda completion: completion["reward"])
+
+
+def line_prefix(sample: str, j: int) -> str:
+    """The first j lines of the (right-stripped) sample, each ending with a newline."""
+    return "".join(line + "\n" for line in sample.rstrip().split("\n")[:j])
+
+
+def grpo_records(item: dict, domain: str, args: argparse.Namespace) -> list[dict]:
+    result = item.get("result") or {}
+    completions = result.get("completions") or []
+    test = item["test"] if isinstance(item["test"], str) else json.dumps(item["test"])
+    base = {"prompt": result["formatted_prompt"], "init_state": item["init_state"],
+            "partial_state": item["init_state"], "domain": domain, "test": test, "id": str(item["id"])}
+    if args.n_sample <= 0 and not args.extract_all_lines:
+        return [base]
+    if float(np.std([completion["reward"] for completion in completions])) < args.std_accept_threshold_grpo:
+        return []
+    records = [base]
+    best = best_completion(completions)
+    if best["reward"] < args.completion_accept_threshold_grpo:
+        return records
+    sample = best["formatted_sample"]
+    rng = random.Random(problem_seed(args.seed, str(item["id"]), "prefix"))
+    for j in draw_prefix_lengths(len(sample.rstrip().split("\n")), args.n_sample, args.alpha, rng,
+                                 args.extract_all_lines):
+        partial = line_prefix(sample, j)
+        records.append({**base, "prompt": base["prompt"] + partial, "partial_state": item["init_state"] + partial})
+    return records
+
+
+def dpo_records(item: dict, domain: str, args: argparse.Namespace) -> list[dict]:
+    result = item.get("result") or {}
+    ranked = sorted(result.get("completions") or [], key=lambda completion: completion["reward"])
+    if not ranked or ranked[0]["reward"] >= ranked[-1]["reward"]:
+        return []
+    close = get_benchmark(domain).close_sample
+    prompt = result["formatted_prompt"]
+    return [{"prompt": prompt, "chosen": close(prompt, ranked[-1]["formatted_sample"]),
+             "rejected": close(prompt, ranked[0]["formatted_sample"])}]
+
+
+def sft_records(item: dict, domain: str, args: argparse.Namespace) -> list[dict]:
+    result = item.get("result") or {}
+    close = get_benchmark(domain).close_sample
+    prompt = result.get("formatted_prompt", "")
+    return [{"prompt": prompt, "completion": close(prompt, completion["formatted_sample"])}
+            for completion in result.get("completions") or []
+            if completion["reward"] >= args.completion_accept_threshold_sft]
+
+
+def value_records(item: dict, domain: str, args: argparse.Namespace) -> list[dict]:
+    """§8: every scored program, and every expanded state (the root included) with its value."""
+    records = [{"prompt": item["prompt"], "answer": entry["completion"], "reward": entry["reward"]}
+               for entry in item.get("completions") or []]
+    records += [{"prompt": item["prompt"], "answer": entry["state"], "reward": entry["reward"]}
+                for entry in item.get("rewards") or [] if entry.get("expanded")]
+    return records
+
+
+MODES = {"grpo": grpo_records, "dpo": dpo_records, "sft": sft_records}
+
+
+# -- files ---------------------------------------------------------------------------------------------------
+
+def files(args: argparse.Namespace, domain: str) -> tuple[str, str]:
+    """(input path, output name) for one domain."""
+    if args.method == "MCTS":
+        name = paths.mcts_name(args.time_limit, args.iteration_limit, args.num_sample, args.num_decision,
+                               args.exploration_constant, args.eps, args.temperature, args.max_tokens,
+                               args.use_thought)
+        return os.path.join(paths.mcts_dir(domain, args.backend), name), paths.value_data_name(name)
+    source = paths.completions_path(domain, args.backend, args.temperature, args.max_tokens)
+    if args.mode == "grpo":
+        name = paths.grpo_data_name(args.temperature, args.max_tokens, args.std_accept_threshold_grpo,
+                                    args.completion_accept_threshold_grpo, args.n_sample, args.alpha,
+                                    args.extract_all_lines)
+    elif args.mode == "dpo":
+        name = paths.dpo_data_name(args.temperature, args.max_tokens)
+    else:
+        name = paths.sft_data_name(args.temperature, args.max_tokens)
+    return source, name
+
+
+def process_domain(args: argparse.Namespace, domain: str) -> tuple[list[dict], dict] | None:
+    source, name = files(args, domain)
+    if not os.path.exists(source) or os.path.getsize(source) == 0:
+        logger.warning("%s: no input at %s, skipped", domain, source)
+        return None
+    build = value_records if args.method == "MCTS" else MODES[args.mode]
+    records, stats = [], {"problems": 0, "skipped_empty": 0, "kept_problems": 0}
+    for line, item in read_jsonl(source):
+        stats["problems"] += 1
+        if args.method == "Common" and not item.get("result"):
+            stats["skipped_empty"] += 1
+            continue
+        try:
+            made = build(item, domain, args)
+        except (KeyError, TypeError) as exc:
+            raise DataError(source, line, f"field {exc}: missing or malformed") from None
+        stats["kept_problems"] += bool(made)
+        records += made
+    output = os.path.join(os.path.dirname(source), name)
+    write_jsonl(output, records)
+    write_json(output + ".args.json", {**vars(args), "input": source, "domain_processed": domain})
+    stats["records"] = len(records)
+    logger.info("%s: %d records from %d problems (%d kept) -> %s", domain, len(records), stats["problems"],
+                stats["kept_problems"], output)
+    return records, {"output": output, **stats}
+
+
+def main(argv=None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    args = parse_args(argv)
+    try:
+        names = domain_list(args.domain)
+        results = {domain: process_domain(args, domain) for domain in names}
+    except (DataError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    summary = {domain: result[1] for domain, result in results.items() if result is not None}
+    if args.do_aggregate:
+        method_dir = paths.mcts_dir if args.method == "MCTS" else paths.common_dir
+        name = files(args, names[0])[1]
+        if args.method == "MCTS":
+            name = paths.value_data_name(name[: -len("_rewards.jsonl")] + ".jsonl", names)
+        output = os.path.join(method_dir(paths.AGGREGATE, args.backend), name)
+        merged = [record for result in results.values() if result is not None for record in result[0]]
+        write_jsonl(output, merged)
+        write_json(output + ".args.json", {**vars(args), "domains": names})
+        summary[paths.AGGREGATE] = {"output": output, "records": len(merged)}
+    print(json.dumps(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
