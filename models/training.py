@@ -1,0 +1,143 @@
+"""What the policy trainers (`models/train_grpo.py`, `models/train.py`) share: a command line made of
+the original script's flags plus every field of the TRL config (with its own type), the training
+data check, prompt truncation, precision from the model's dtype, the wandb fallback, and the
+arguments file written next to the output."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import os
+from typing import Any, Sequence
+
+from data.jsonl import DataError, read_jsonl, write_json
+
+logger = logging.getLogger(__name__)
+
+# The original's flag names for TRL/transformers fields: flag -> (config field, type, help)
+ALIASES = {
+    "--lr": ("learning_rate", float, "learning rate (= --learning_rate)"),
+    "--epochs": ("num_train_epochs", float, "training epochs (= --num_train_epochs)"),
+    "--batch_size_per_device": ("per_device_train_batch_size", int,
+                                "prompts x generations per device and step (= --per_device_train_batch_size)"),
+    "--deepspeed_config": ("deepspeed", str, "DeepSpeed JSON config, e.g. config/zero2_config.json (= --deepspeed)"),
+}
+
+
+def build_parser(config_class: type, description: str, defaults: dict[str, Any]):
+    """An `HfArgumentParser` over `config_class` (every field a flag of its own type, e.g.
+    `--beta 0.04 --loss_type dapo`), with the positional MODEL SAVE_DIR TRAIN_JSONL, the original's
+    aliases and the original's defaults."""
+    from transformers import HfArgumentParser
+
+    parser = HfArgumentParser(config_class, description=description, allow_abbrev=False,
+                              formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("model", help="policy: a Hugging Face model id or a local folder")
+    parser.add_argument("save_dir", help="where the trained model goes, e.g. models/ckpts/grpo/<name>/<round>")
+    parser.add_argument("train_pth", help="training data JSONL (written by experiment.process_gen_data)")
+    for flag, (field, kind, help_text) in ALIASES.items():
+        parser.add_argument(flag, dest=field, type=kind, help=help_text)
+    parser.set_defaults(**defaults)
+    return parser
+
+
+def split_namespace(config_class: type, namespace: argparse.Namespace):
+    """(config, script arguments): the config built from its own fields, the rest as a namespace.
+    Precision follows the model's dtype unless --bf16/--fp16 were given (as the original did);
+    TRL's own default would turn bf16 on even for a float32 model on CPU."""
+    values = vars(namespace).copy()
+    names = {field.name for field in dataclasses.fields(config_class) if field.init}
+    config_values = {name: values.pop(name) for name in list(values) if name in names}
+    if config_values.get("bf16") is None and config_values.get("fp16") is None:
+        config_values["bf16"], config_values["fp16"] = precision_of(values["model"])
+    config_values["bf16"] = bool(config_values.get("bf16"))
+    config_values["fp16"] = bool(config_values.get("fp16"))
+    config_values["output_dir"] = values["save_dir"]
+    return config_class(**config_values), argparse.Namespace(**values)
+
+
+def precision_of(model: str) -> tuple[bool, bool]:
+    """(bf16, fp16) for the dtype in the model's config (float32 or unknown: neither)."""
+    from transformers import AutoConfig
+
+    dtype = str(getattr(AutoConfig.from_pretrained(model), "dtype", None) or "")
+    return "bfloat16" in dtype, "float16" in dtype and "bfloat16" not in dtype
+
+
+def load_records(path: str, fields: Sequence[str]) -> list[dict]:
+    """The records of a training JSONL, each holding `fields` as strings (else DataError
+    "file:line: ..."); extra fields are dropped."""
+    if not os.path.exists(path):
+        raise DataError(path, None, "training data not found")
+    records = []
+    for line, record in read_jsonl(path):
+        for name in fields:
+            if name not in record:
+                raise DataError(path, line, f"missing field {name!r}")
+            if not isinstance(record[name], str):
+                raise DataError(path, line, f"field {name!r} must be a string, got {type(record[name]).__name__}")
+        records.append({name: record[name] for name in fields})
+    if not records:
+        raise DataError(path, None, "no training records")
+    return records
+
+
+def truncate_left(texts: list[str], tokenizer, max_length: int | None) -> list[str]:
+    """`texts` cut from the left to at most `max_length` tokens (the original's prompt truncation,
+    which TRL >= 1.0 no longer does); the count of cut texts is logged."""
+    if not max_length or max_length <= 0:
+        return texts
+    result, cut = [], 0
+    for text in texts:
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        if len(ids) > max_length:
+            text, cut = tokenizer.decode(ids[-max_length:]), cut + 1
+        result.append(text)
+    if cut:
+        logger.warning("%d of %d prompts longer than %d tokens were cut from the left", cut, len(texts), max_length)
+    return result
+
+
+def prepare_report_to(report_to: list[str]) -> None:
+    """wandb without a login runs offline (one notice) instead of stopping to ask for a key."""
+    if "wandb" not in report_to or os.environ.get("WANDB_MODE") or os.environ.get("WANDB_API_KEY"):
+        return
+    netrc = os.path.join(os.path.expanduser("~"), ".netrc")
+    if os.path.exists(netrc) and "api.wandb.ai" in open(netrc, encoding="utf-8").read():
+        return
+    os.environ["WANDB_MODE"] = "offline"
+    logger.warning("wandb: not logged in, logging offline to ./wandb (sync later with `wandb sync`)")
+
+
+def resolve_checkpoint(value: str | None, save_dir: str) -> str | bool | None:
+    """--resume_from_checkpoint: a checkpoint folder, or `last`/`true` for the newest under save_dir."""
+    if value is None or value.lower() in ("", "false", "none"):
+        return None
+    if value.lower() in ("last", "true"):
+        from transformers.trainer_utils import get_last_checkpoint
+
+        last = get_last_checkpoint(save_dir) if os.path.isdir(save_dir) else None
+        if last is None:
+            raise SystemExit(f"--resume_from_checkpoint {value}: no checkpoint-* folder in {save_dir}")
+        return last
+    if not os.path.isdir(value):
+        raise SystemExit(f"--resume_from_checkpoint: {value} is not a folder")
+    return value
+
+
+def is_main_process() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def write_arguments(save_dir: str, script: argparse.Namespace, config) -> None:
+    """`<save_dir>.args.json`: the script's arguments and the full config (main process only)."""
+    if not is_main_process():
+        return
+    record = {"script": vars(script), "config": json.loads(config.to_json_string())}
+    write_json(save_dir.rstrip("/") + ".args.json", record)
+
+
+def configure_logging() -> None:
+    logging.basicConfig(level=logging.INFO if is_main_process() else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
