@@ -37,3 +37,18 @@ def sandbox():
 
     with Sandbox(workers=2) as pool:
         yield pool
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    """A tiny random Qwen2 policy with a tokenizer trained on TinyCode text, saved in a second: for
+    stage smoke tests (mechanics, not quality)."""
+    from data.tinycode import generate
+    from models.tiny import build_model, build_tokenizer
+
+    train, _ = generate(seed=0, n_train=200, n_test=0)
+    tokenizer = build_tokenizer([record["prompt"] + record["solution"] for record in train], vocab_size=400)
+    path = tmp_path_factory.mktemp("tiny-policy")
+    build_model(tokenizer, hidden_size=64, layers=2).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
