@@ -190,3 +190,40 @@ def test_rejects_bad_settings(tmp_path, flags):
     completed = subprocess.run([sys.executable, "-m", "experiment.process_gen_data", *flags], cwd=tmp_path,
                                capture_output=True, text=True, env={"PYTHONPATH": str(REPO)})
     assert completed.returncode == 2
+
+
+def run_module(root, module, *flags):
+    completed = subprocess.run([sys.executable, "-m", module, *flags], cwd=root, capture_output=True, text=True,
+                               env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin", "MPLBACKEND": "Agg"})
+    assert completed.returncode == 0, completed.stderr
+    return completed.stdout
+
+
+def test_collect_grpo_data_gives_problems_every_reader_takes(tmp_path):
+    from data.registry import get_benchmark
+
+    write_completions(tmp_path)
+    grpo = read(tmp_path / process(tmp_path, "--n_sample", "3")["TinyCode"]["output"])
+    run_module(tmp_path, "experiment.collect_grpo_data", "--domains", "TinyCode", "--backend", BACKEND,
+               "--max_tokens", "256", "--n_sample", "3")
+    directory = tmp_path / paths.common_dir("TinyCode", BACKEND)
+    name = "temp_0.7_tokens_256_grpo_data_0.05_0.9_3_0.95_prompts.jsonl"
+    problems = get_benchmark("TinyCode").load(str(directory), name)
+    assert len(problems) == len(grpo) == 5
+    assert [p.id for p in problems[:2]] == ["spread_best_accepted#0", "spread_best_accepted#1"]
+    assert [p.init_state for p in problems] == [r["partial_state"] for r in grpo]
+    assert [p.prompt for p in problems] == [r["prompt"] for r in grpo] and problems[0].test == {"tests": []}
+
+
+def test_get_reward_data_stds_and_plots(tmp_path):
+    write_completions(tmp_path)
+    summary = json.loads(run_module(tmp_path, "experiment.get_reward_data", "--domain", "TinyCode", "--backend",
+                                    BACKEND, "--max_tokens", "256").splitlines()[-1])
+    import numpy as np
+
+    stds = [float(np.std(rewards)) for rewards in PATTERNS.values()]
+    assert summary["problems"] == 5 and abs(summary["mean_std"] - sum(stds) / 5) < 1e-9
+    assert summary["zero_std_fraction"] == 0.4
+    for kind in ("rewards", "stds"):
+        path = tmp_path / summary["plots"][kind]
+        assert path.name == f"temp_0.7_tokens_256_{kind}.png" and path.read_bytes()[:4] == b"\x89PNG"
