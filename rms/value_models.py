@@ -1,0 +1,321 @@
+"""Value and reward models: one loader, one batched `score(questions, states)`.
+
+In-house value models (trained by `rms/train.py`) read the text `"\\n<prompt>\\n{question}\\n<answer>\\n{state}\\n"`
+(no chat template), left-padded and left-truncated, so a long problem loses its beginning first:
+
+- `transformers_scalar`: a sequence-classification head with one output on the last token; the raw
+  logit, clamped to [min_rw, max_rw], is the value (trained with MSE on targets in [0, 1]);
+- `transformers_prob`: the same head with two classes; the value is softmax(logits)[1] (trained with a
+  soft cross-entropy on targets [1 - r, r]);
+- `standard_scalar`: a causal LM plus a linear head (vocab -> 1) on the LM logits of the last position.
+
+Third-party shapes, for best-of-N and MCTS at evaluation (never trained here):
+
+- `skywork`: a sequence-classification ORM (Skywork-Reward); the score is the single logit of the
+  chat-formatted conversation [user question, assistant state], unclamped;
+- `qwen`: a step-probability PRM (Qwen2.5-Math-PRM); the assistant turn is the state's non-empty lines,
+  each followed by `<extra_0>`; the head gives two classes per token and the score is the minimum over
+  the separators of P(class 1).
+
+    value_model = load_value_model("rms/ckpts/tiny/1", "transformers_scalar")   # resolves .../1/best
+    value_model.score(["Add two numbers."], ["def add(a, b):\\n"])               # -> [0.42]
+
+New shapes register a subclass of `ValueModel` in `VALUE_MODELS`.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+
+logger = logging.getLogger(__name__)
+
+INPUT_FORMAT = "\n<prompt>\n{p}\n<answer>\n{a}\n"
+VALUE_HEAD_FILE = "value_head.safetensors"
+METADATA_FILE = "value_model.json"
+PRM_STEP_TOKEN = "<extra_0>"
+
+
+def format_input(question: str, state: str) -> str:
+    """The text an in-house value model reads.
+
+    >>> format_input("Add.", "def f():\\n")
+    '\\n<prompt>\\nAdd.\\n<answer>\\ndef f():\\n\\n'
+    """
+    return INPUT_FORMAT.format(p=question, a=state)
+
+
+def resolve_checkpoint(path: str) -> str:
+    """A run directory that holds `best/` stands for its best model; any other path is returned as is."""
+    best = os.path.join(path, "best")
+    return best if os.path.isdir(best) else path
+
+
+def prepare_tokenizer(tokenizer, model_config=None):
+    """Left padding and left truncation (the problem text goes first when too long); pad = eos if unset."""
+    tokenizer.padding_side = "left"
+    tokenizer.truncation_side = "left"
+    if tokenizer.pad_token is None:
+        if tokenizer.eos_token is None:
+            raise ValueError("the tokenizer has neither a pad nor an eos token")
+        tokenizer.pad_token = tokenizer.eos_token
+    if model_config is not None and getattr(model_config, "pad_token_id", None) is None:
+        model_config.pad_token_id = tokenizer.pad_token_id
+    return tokenizer
+
+
+def encode(tokenizer, texts: Sequence[str], max_length: int, add_special_tokens: bool = True) -> dict:
+    """Left-padded batch with position ids that start at 0 on each row's first real token, so a text
+    scores the same whatever it is batched with."""
+    batch = tokenizer(list(texts), padding=True, truncation=True, max_length=max_length,
+                      add_special_tokens=add_special_tokens, return_tensors="pt")
+    batch["position_ids"] = (batch["attention_mask"].cumsum(-1) - 1).clamp(min=0)
+    return dict(batch)
+
+
+class StandardScalarModel(torch.nn.Module):
+    """A causal LM plus Linear(vocab -> 1) on the LM logits of the last position (the real last token
+    under left padding); the output is float32."""
+
+    def __init__(self, backbone):
+        super().__init__()
+        self.backbone = backbone
+        self.value_head = torch.nn.Linear(backbone.config.vocab_size, 1, dtype=torch.float32)
+        self.config = backbone.config
+
+    def forward(self, input_ids, attention_mask=None, position_ids=None, **_):
+        logits = self.backbone(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                               logits_to_keep=1).logits[:, -1, :]
+        return self.value_head(logits.float()).squeeze(-1)
+
+    def save_pretrained(self, directory: str) -> None:
+        from safetensors.torch import save_file
+
+        self.backbone.save_pretrained(directory)
+        save_file({k: v.detach().cpu().contiguous() for k, v in self.value_head.state_dict().items()},
+                  os.path.join(directory, VALUE_HEAD_FILE))
+
+    @classmethod
+    def from_pretrained(cls, directory: str, dtype=None, head_required: bool = True):
+        from safetensors.torch import load_file
+        from transformers import AutoModelForCausalLM
+
+        model = cls(AutoModelForCausalLM.from_pretrained(directory, dtype=dtype))
+        head = os.path.join(directory, VALUE_HEAD_FILE)
+        if os.path.exists(head):
+            model.value_head.load_state_dict(load_file(head))
+        elif head_required:
+            raise FileNotFoundError(f"{directory}: no {VALUE_HEAD_FILE} (not a standard_scalar value model)")
+        return model
+
+
+def load_backbone(rm_class: str, path: str, dtype=None):
+    """The trainable model of an in-house class, loaded from a base LM or a saved value model."""
+    from transformers import AutoModelForSequenceClassification
+
+    if rm_class == "standard_scalar":
+        return StandardScalarModel.from_pretrained(path, dtype=dtype, head_required=False)
+    num_labels = {"transformers_scalar": 1, "transformers_prob": 2}[rm_class]
+    return AutoModelForSequenceClassification.from_pretrained(path, num_labels=num_labels, dtype=dtype)
+
+
+def model_outputs(rm_class: str, model, batch: dict) -> torch.Tensor:
+    """Float32 head outputs of an in-house model for an encoded batch: one value per row for the scalar
+    classes (unclamped), two logits per row for transformers_prob."""
+    inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "position_ids")}
+    if rm_class == "standard_scalar":
+        return model(**inputs).float()
+    logits = model(**inputs).logits.float()
+    return logits if rm_class == "transformers_prob" else logits.squeeze(-1)
+
+
+def outputs_to_values(rm_class: str, outputs: torch.Tensor) -> torch.Tensor:
+    """The value of each row: the scalar itself, or P(class 1) for transformers_prob."""
+    return outputs.softmax(-1)[:, 1] if rm_class == "transformers_prob" else outputs
+
+
+def value_loss(rm_class: str, outputs: torch.Tensor, labels: torch.Tensor,
+               loss_weight_factor: float = 0.5) -> torch.Tensor:
+    """MSE (mean over the batch) for the scalar classes; for transformers_prob the soft cross-entropy with
+    targets [1-r, r] and class weights [1-w, w], scaled so that w = 0.5 is the plain cross-entropy."""
+    labels = labels.float()
+    if rm_class != "transformers_prob":
+        return F.mse_loss(outputs, labels)
+    targets = torch.stack([1 - labels, labels], dim=-1)
+    weights = torch.tensor([1 - loss_weight_factor, loss_weight_factor], device=outputs.device) * 2
+    return -(targets * weights * outputs.log_softmax(-1)).sum(-1).mean()
+
+
+class ValueModel:
+    """A loaded value/reward model. `score(questions, states)` gives one float per pair, in batches."""
+
+    default_rm_type = "prm"
+
+    def __init__(self, model, tokenizer, *, rm_type: str | None = None, max_length: int = 2048,
+                 batch_size: int = 8, device: str = "cpu"):
+        self.model, self.tokenizer = model.eval(), tokenizer
+        self.rm_type = rm_type or self.default_rm_type
+        self.max_length, self.batch_size, self.device = max_length, batch_size, device
+
+    def score(self, questions: Sequence[str], states: Sequence[str]) -> list[float]:
+        if len(questions) != len(states):
+            raise ValueError(f"score: {len(questions)} questions but {len(states)} states")
+        scores: list[float] = []
+        for start in range(0, len(states), self.batch_size):
+            chunk = slice(start, start + self.batch_size)
+            with torch.inference_mode():
+                scores.extend(self._score_batch(list(questions[chunk]), list(states[chunk])))
+        return scores
+
+    def _score_batch(self, questions: list[str], states: list[str]) -> list[float]:
+        raise NotImplementedError
+
+    def _encode(self, texts: list[str], add_special_tokens: bool = True) -> dict:
+        batch = encode(self.tokenizer, texts, self.max_length, add_special_tokens)
+        return {k: v.to(self.device) for k, v in batch.items()}
+
+
+class InHouseValueModel(ValueModel):
+    rm_class = "transformers_scalar"
+
+    def __init__(self, model, tokenizer, *, min_rw: float = 0.0, max_rw: float = 1.0, **kwargs):
+        super().__init__(model, tokenizer, **kwargs)
+        self.min_rw, self.max_rw = min_rw, max_rw
+
+    @classmethod
+    def load(cls, path: str, dtype=None, **kwargs):
+        from transformers import AutoTokenizer
+
+        model = load_backbone(cls.rm_class, path, dtype)
+        if cls.rm_class == "standard_scalar" and not os.path.exists(os.path.join(path, VALUE_HEAD_FILE)):
+            raise FileNotFoundError(f"{path}: no {VALUE_HEAD_FILE} (not a standard_scalar value model)")
+        tokenizer = prepare_tokenizer(AutoTokenizer.from_pretrained(path), model.config)
+        return cls(model, tokenizer, **kwargs)
+
+    def _score_batch(self, questions, states):
+        batch = self._encode([format_input(q, s) for q, s in zip(questions, states)])
+        values = outputs_to_values(self.rm_class, model_outputs(self.rm_class, self.model, batch))
+        return values.clamp(self.min_rw, self.max_rw).tolist()
+
+
+class TransformersScalarRM(InHouseValueModel):
+    rm_class = "transformers_scalar"
+
+
+class TransformersProbRM(InHouseValueModel):
+    rm_class = "transformers_prob"
+
+
+class StandardScalarRM(InHouseValueModel):
+    rm_class = "standard_scalar"
+
+
+class SkyworkORM(ValueModel):
+    """Sequence-classification ORM over the chat template; the score is the single logit, unclamped."""
+
+    default_rm_type = "orm"
+
+    @classmethod
+    def load(cls, path: str, dtype=None, **kwargs):
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, dtype=dtype)
+        return cls(model, prepare_tokenizer(AutoTokenizer.from_pretrained(path), model.config), **kwargs)
+
+    def _score_batch(self, questions, states):
+        texts = [self.tokenizer.apply_chat_template([{"role": "user", "content": q},
+                                                     {"role": "assistant", "content": s}], tokenize=False)
+                 for q, s in zip(questions, states)]
+        # the template already writes any BOS token
+        logits = self.model(**self._encode(texts, add_special_tokens=False)).logits.float()
+        return logits[:, 0].tolist()
+
+
+class QwenPRM(ValueModel):
+    """Step-probability PRM: two classes per token, read at each `<extra_0>` step separator; the score is
+    the minimum step probability of class 1. Checkpoints that ship their own head code (Qwen2.5-Math-PRM's
+    `auto_map`) load with trust_remote_code, as that model requires; others as token classification."""
+
+    default_rm_type = "prm"
+
+    @classmethod
+    def load(cls, path: str, dtype=None, **kwargs):
+        from transformers import AutoConfig, AutoModel, AutoModelForTokenClassification, AutoTokenizer
+
+        config = AutoConfig.from_pretrained(path, trust_remote_code=True)
+        if getattr(config, "auto_map", None) and "AutoModel" in config.auto_map:
+            model = AutoModel.from_pretrained(path, dtype=dtype, trust_remote_code=True)
+        else:
+            model = AutoModelForTokenClassification.from_pretrained(path, num_labels=2, dtype=dtype)
+        tokenizer = prepare_tokenizer(AutoTokenizer.from_pretrained(path), model.config)
+        step_id = tokenizer.convert_tokens_to_ids(PRM_STEP_TOKEN)
+        if step_id is None or step_id == tokenizer.unk_token_id:
+            raise ValueError(f"{path}: the tokenizer has no {PRM_STEP_TOKEN} step token")
+        return cls(model, tokenizer, **kwargs)
+
+    def _score_batch(self, questions, states):
+        texts = []
+        for question, state in zip(questions, states):
+            steps = [line for line in state.split("\n") if line.strip()] or [""]
+            answer = "".join(step + PRM_STEP_TOKEN for step in steps)
+            texts.append(self.tokenizer.apply_chat_template([{"role": "user", "content": question},
+                                                             {"role": "assistant", "content": answer}],
+                                                            tokenize=False))
+        batch = self._encode(texts, add_special_tokens=False)
+        output = self.model(**batch)
+        logits = (output.logits if hasattr(output, "logits") else output[0]).float()
+        step_probs = logits.softmax(-1)[..., 1]
+        is_step = batch["input_ids"] == self.tokenizer.convert_tokens_to_ids(PRM_STEP_TOKEN)
+        # rows whose separators were all truncated away score 0, never a silent 1
+        return step_probs.masked_fill(~is_step, float("inf")).min(-1).values.nan_to_num(posinf=0.0).tolist()
+
+
+VALUE_MODELS = {
+    "transformers_scalar": TransformersScalarRM,
+    "transformers_prob": TransformersProbRM,
+    "standard_scalar": StandardScalarRM,
+    "skywork": SkyworkORM,
+    "qwen": QwenPRM,
+}
+IN_HOUSE_CLASSES = ("transformers_scalar", "transformers_prob", "standard_scalar")
+
+
+def load_value_model(path: str, rm_class: str | None = None, *, rm_type: str | None = None, device: str | None = None,
+                     dtype: str | torch.dtype | None = None, max_length: int = 2048, batch_size: int = 8,
+                     min_rw: float = 0.0, max_rw: float = 1.0) -> ValueModel:
+    """Load a value/reward model for scoring. `path` may be a run directory holding `best/`. Without
+    `rm_class`, the class recorded by `rms/train.py` in `value_model.json` is used. `dtype` defaults to
+    the checkpoint's on a GPU and float32 on the CPU."""
+    path = resolve_checkpoint(path)
+    if not os.path.isdir(path):
+        raise FileNotFoundError(f"value model not found: {path}")
+    recorded = _read_metadata(path).get("rm_class")
+    rm_class = rm_class or recorded
+    if rm_class not in VALUE_MODELS:
+        raise ValueError(f"unknown rm_class {rm_class!r} for {path}; choose one of {', '.join(VALUE_MODELS)}")
+    if recorded and recorded != rm_class:
+        raise ValueError(f"{path} holds a {recorded} value model, not {rm_class}")
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if dtype is None:
+        dtype = "auto" if device != "cpu" else torch.float32
+    elif isinstance(dtype, str) and dtype != "auto":
+        dtype = getattr(torch, dtype)
+    options = {"rm_type": rm_type, "max_length": max_length, "batch_size": batch_size, "device": device}
+    if rm_class in IN_HOUSE_CLASSES:
+        options.update(min_rw=min_rw, max_rw=max_rw)
+    value_model = VALUE_MODELS[rm_class].load(path, dtype=dtype, **options)
+    value_model.model.to(device)
+    logger.info("loaded %s value model from %s on %s", rm_class, path, device)
+    return value_model
+
+
+def _read_metadata(path: str) -> dict:
+    metadata = os.path.join(path, METADATA_FILE)
+    if not os.path.exists(metadata):
+        return {}
+    with open(metadata, encoding="utf-8") as handle:
+        return json.load(handle)
