@@ -1,0 +1,113 @@
+"""`python -m models.tiny` mechanics with a tiny config on a few problems: the saved folder loads
+with the Auto classes offline, keeps the chat template and one token per digit, the loss falls, the
+evaluation goes through the sandbox, and a rerun with --if_missing does nothing."""
+from __future__ import annotations
+
+import json
+import os
+import random
+
+import pytest
+
+from data import tinycode
+from models.tiny import (
+    TinyPolicyArguments,
+    collate,
+    completion_text,
+    encode_examples,
+    learning_rate_at,
+    length_bucketed_batches,
+    main,
+)
+
+
+@pytest.fixture(scope="module")
+def data_directory(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("tinycode")
+    tinycode.write(str(directory), seed=0, n_train=24, n_test=4)
+    return str(directory)
+
+
+@pytest.fixture(scope="module")
+def trained(data_directory, tmp_path_factory):
+    output = str(tmp_path_factory.mktemp("ckpts") / "tiny-coder")
+    argv = ["--output", output, "--data_directory", data_directory, "--steps", "40", "--batch_size", "8",
+            "--learning_rate", "5e-3", "--warmup_steps", "4", "--hidden_size", "48", "--intermediate_size", "96",
+            "--layers", "1", "--heads", "2", "--kv_heads", "1", "--threads", "1", "--log_every", "10",
+            "--eval_n", "2", "--eval_max_tokens", "24", "--max_eval_problems", "2"]
+    figures = main(argv)
+    return output, figures, argv
+
+
+def test_saved_policy_loads_offline_with_template_and_digit_tokens(trained):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    output, _, _ = trained
+    assert sorted(name for name in os.listdir(os.path.dirname(output))) == ["tiny-coder"]  # no temp folder left
+    tokenizer = AutoTokenizer.from_pretrained(output)
+    model = AutoModelForCausalLM.from_pretrained(output)
+    assert model.config.model_type == "qwen2" and model.config.eos_token_id == tokenizer.eos_token_id
+    assert tokenizer.eos_token == "<|im_end|>" and tokenizer.padding_side == "left"
+    chat = tokenizer.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False,
+                                         add_generation_prompt=True)
+    assert chat == "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
+    pieces = tokenizer.convert_ids_to_tokens(tokenizer("x = 2025 + 13", add_special_tokens=False)["input_ids"])
+    assert [piece for piece in pieces if piece.strip("Ġ").isdigit()] == ["2", "0", "2", "5", "1", "3"]
+
+
+def test_loss_falls_and_figures_are_written(trained):
+    output, figures, argv = trained
+    curve = figures["loss_curve"]
+    assert [point["step"] for point in curve] == [10, 20, 30, 40]
+    assert curve[-1]["loss"] < 0.7 * curve[0]["loss"]
+    written = json.loads(open(os.path.join(output, "eval.json")).read())
+    assert written["final_loss"] == curve[-1]["loss"] and written["training_s"] > 0
+    evaluation = written["eval"]
+    assert evaluation["n_problems"] == 2 and evaluation["n_programs"] == 4
+    assert 0.0 <= evaluation["pass@1"] <= 1.0 and sum(evaluation["statuses"].values()) == 4
+    args = json.loads(open(os.path.join(output, "training_args.json")).read())
+    assert args["steps"] == 40 and args["hidden_size"] == 48 and args["seed"] == 0
+
+
+def test_if_missing_leaves_an_existing_policy_alone(trained):
+    output, _, argv = trained
+    before = os.path.getmtime(os.path.join(output, "model.safetensors"))
+    assert main(argv + ["--if_missing"]) == {}
+    assert os.path.getmtime(os.path.join(output, "model.safetensors")) == before
+
+
+def test_examples_carry_loss_on_the_completion_only(data_directory):
+    from data.registry import get_benchmark
+    from models.tiny import build_tokenizer, tokenizer_texts
+    from prompts import format_prompt
+
+    problems = get_benchmark("TinyCode").load(data_directory, "train.jsonl")[:3]
+    tokenizer = build_tokenizer(tokenizer_texts(problems), vocab_size=400)
+    examples = encode_examples(problems, tokenizer)
+    input_ids, attention_mask, labels = collate(examples, tokenizer.pad_token_id)
+    for row, (problem, (ids, prompt_length)) in enumerate(zip(problems, examples)):
+        # the prompt is exactly what sampling feeds the model, the target the rest of the solution
+        assert tokenizer.decode(ids[:prompt_length]) == format_prompt(problem, tokenizer)
+        target = [token for token in labels[row].tolist() if token != -100]
+        assert tokenizer.decode(target) == completion_text(problem) + "<|im_end|>"
+        assert completion_text(problem).endswith("\n```") and problem.init_state + completion_text(problem)[:-3] \
+            == problem.meta["solution"]
+        assert attention_mask[row].sum() == len(ids)
+
+
+def test_batches_are_length_bucketed_and_cover_each_epoch():
+    examples = [([0] * length, 1) for length in random.Random(1).choices(range(5, 200), k=64)]
+    batches = length_bucketed_batches(examples, batch_size=8, rng=random.Random(0), pool_batches=8)
+    epoch = [next(batches) for _ in range(8)]
+    assert sorted(len(ids) for batch in epoch for ids, _ in batch) == sorted(len(ids) for ids, _ in examples)
+    padding = lambda batches: sum(max(len(ids) for ids, _ in b) * len(b) - sum(len(ids) for ids, _ in b)  # noqa: E731
+                                  for b in batches)
+    in_given_order = [examples[start:start + 8] for start in range(0, 64, 8)]
+    assert padding(epoch) < 0.25 * padding(in_given_order)
+
+
+def test_learning_rate_warms_up_then_decays():
+    args = TinyPolicyArguments(steps=100, learning_rate=1.0, warmup_steps=10)
+    rates = [learning_rate_at(step, args) for step in range(100)]
+    assert rates[:10] == sorted(rates[:10]) and rates[9] == 1.0
+    assert rates[10:] == sorted(rates[10:], reverse=True) and abs(rates[-1] - 0.1) < 1e-9
