@@ -88,10 +88,12 @@ def reward_plot_path(domain: str, backend: str, temperature: float, max_tokens: 
 
 def mcts_name(time_limit: float | None, iteration_limit: int | None, num_sample: int, num_decision: int,
               exploration_constant: float, eps: float, temperature: float, max_tokens: int,
-              use_thought: bool = False) -> str:
+              use_thought: bool = False, mc_rollouts: int = 0) -> str:
+    """The original's trace name; traces with Monte-Carlo value targets (K rollouts per line prefix)
+    end in `_mc_<K>` so they never mix with plain ones."""
     return (f"time_{time_limit}_iter_{iteration_limit}_sample_{num_sample}_decision_{num_decision}"
             f"_exp_{exploration_constant}_eps_{eps}_temp_{temperature}_tokens_{max_tokens}"
-            f"_thought_{'yes' if use_thought else 'no'}.jsonl")
+            f"_thought_{'yes' if use_thought else 'no'}{f'_mc_{mc_rollouts}' if mc_rollouts else ''}.jsonl")
 
 
 def mcts_dir(domain: str, backend: str) -> str:

@@ -72,7 +72,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     mcts.add_argument("--exploration_constant", type=float, default=0.2)
     mcts.add_argument("--eps", type=float, default=0.1)
     mcts.add_argument("--use_thought", action="store_true")
+    mcts.add_argument("--value_targets", default="tree", choices=("tree", "mc"),
+                      help="tree: expanded states with their tree values; mc: line prefixes with their "
+                           "Monte-Carlo values (a `sample_mcts --value_targets mc` trace)")
+    mcts.add_argument("--mc_rollouts", type=int, default=4, help="the trace's rollouts per prefix (mc only)")
     args = parser.parse_args(argv)
+    if args.value_targets == "tree":
+        args.mc_rollouts = 0
     if not 0 < args.alpha < 1:
         parser.error("--alpha must be in (0, 1)")
     if isinstance(args.n_sample, float) and args.n_sample > 1 and not args.extract_all_lines:
@@ -161,11 +167,15 @@ def sft_records(item: dict, domain: str, args: argparse.Namespace) -> list[dict]
 
 
 def value_records(item: dict, domain: str, args: argparse.Namespace) -> list[dict]:
-    """§8: every scored program, and every expanded state (the root included) with its value."""
+    """§8: every scored program, and every expanded state (the root included) with its value; with
+    --value_targets mc, every line prefix with its Monte-Carlo value instead of the expanded states."""
     records = [{"prompt": item["prompt"], "answer": entry["completion"], "reward": entry["reward"]}
                for entry in item.get("completions") or []]
-    records += [{"prompt": item["prompt"], "answer": entry["state"], "reward": entry["reward"]}
-                for entry in item.get("rewards") or [] if entry.get("expanded")]
+    if args.value_targets == "mc":
+        states = item["mc_rewards"]
+    else:
+        states = [entry for entry in item.get("rewards") or [] if entry.get("expanded")]
+    records += [{"prompt": item["prompt"], "answer": entry["state"], "reward": entry["reward"]} for entry in states]
     return records
 
 
@@ -179,7 +189,7 @@ def files(args: argparse.Namespace, domain: str) -> tuple[str, str]:
     if args.method == "MCTS":
         name = paths.mcts_name(args.time_limit, args.iteration_limit, args.num_sample, args.num_decision,
                                args.exploration_constant, args.eps, args.temperature, args.max_tokens,
-                               args.use_thought)
+                               args.use_thought, args.mc_rollouts)
         return os.path.join(paths.mcts_dir(domain, args.backend), name), paths.value_data_name(name)
     source = paths.completions_path(domain, args.backend, args.temperature, args.max_tokens)
     if args.mode == "grpo":

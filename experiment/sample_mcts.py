@@ -1,0 +1,178 @@
+"""Stage 2.1: search the code space with MCTS over lines, scoring the sampled programs in the sandbox,
+and record every tree (terminal and intermediate rewards) for value-model training.
+
+Reads   the domain's data file (data/<Domain>/..., or --directory/--file).
+Writes  generate/MCTS/<Domain>/<slug>/time_<TL>_iter_<IT>_sample_<NS>_decision_<ND>_exp_<C>_eps_<EPS>
+        _temp_<T>_tokens_<M>_thought_no.jsonl (`_mc_<K>` with --value_targets mc; `.shard-<i>-of-<N>` with
+        shards), one line per problem:
+        {id, prompt, init_state, test, completions [{completion, reward}],
+         rewards [{state, reward, terminal, expanded, visible, visits}], tree [nodes], token_usage,
+         iterations, expansions, answer, mc_rewards [{state, reward, rollouts, rewards}] (mc only)}
+        and <output>.args.json. Resumes by id; refuses to resume with arguments that change results.
+
+    python -m experiment.sample_mcts --domain TinyCode --file test.jsonl --backend models/ckpts/tiny-coder \
+        --iteration_limit 10 --num_sample 4 --num_decision 3 --max_tokens 256
+
+Trees of `--max_active` problems are searched at once and their expansions batched into one policy
+call per round (experiment/mcts_batch.py); `--leaves_per_tree` > 1 also batches several leaves of one
+tree (virtual loss). A kill loses at most the trees in flight. Shards: `--num_shards N --shard_id i`,
+then `python -m experiment.merge_shards <output without the shard suffix> --num_shards N`.
+Value data: `python -m experiment.process_gen_data --method MCTS` with the same MCTS flags.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections import Counter
+
+from data.jsonl import DataError, JsonlAppender, read_done, write_json
+from data.registry import get_benchmark
+from evaluation.execution import Sandbox, SandboxError
+from evaluation.verifier import verify
+from experiment import paths
+from experiment.common import (
+    add_generation_args,
+    add_problem_args,
+    backend_from_args,
+    check_shards,
+    idx_list,
+    select_problems,
+    stop_strings,
+)
+from experiment.mcts_batch import SearchConfig, run_searches
+from prompts import format_prompt
+
+logger = logging.getLogger("experiment.sample_mcts")
+# arguments that change what a line holds: a resumed run must match the earlier one in all of them
+RESULT_ARGS = ("domain", "directory", "file", "backend", "use_api", "engine", "low_b", "temperature", "max_tokens",
+               "stop", "do_not_format", "kwargs", "seed", "timeout", "num_shards", "shard_id", "time_limit",
+               "iteration_limit", "num_sample", "num_decision", "exploration_constant", "eps", "use_thought",
+               "value_targets", "mc_rollouts", "leaves_per_tree")
+
+
+def none_or_float(text: str) -> float | None:
+    return None if text == "None" else float(text)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_problem_args(parser)
+    add_generation_args(parser)
+    mcts = parser.add_argument_group("MCTS")
+    mcts.add_argument("--time_limit", type=none_or_float, default=None,
+                      help="seconds of search per problem (None: no limit); the first limit reached stops")
+    mcts.add_argument("--iteration_limit", type=int, default=100, help="selections per problem (0: no limit)")
+    mcts.add_argument("--num_sample", type=int, default=5, help="completions sampled per expansion")
+    mcts.add_argument("--num_decision", type=int, default=3, help="visible children kept per expanded node")
+    mcts.add_argument("--exploration_constant", type=float, default=0.2, help="c in UCT")
+    mcts.add_argument("--eps", type=float, default=0.1, help="added to the child's visits in the UCT denominator")
+    mcts.add_argument("--use_thought", action="store_true", help="two-stage think/act sampling (not supported)")
+    mcts.add_argument("--stop_think", type=str, default=None, help="stop strings of thoughts (with --use_thought)")
+    mcts.add_argument("--max_thought_tokens", type=int, default=128, help="thought length (with --use_thought)")
+    mcts.add_argument("--value_targets", default="tree", choices=("tree", "mc"),
+                      help="mc: also estimate each line prefix of the sampled programs by --mc_rollouts rollouts")
+    mcts.add_argument("--mc_rollouts", type=int, default=4, help="rollouts per line prefix (--value_targets mc)")
+    mcts.add_argument("--max_active", type=int, default=16, help="problems searched at once (batched together)")
+    mcts.add_argument("--leaves_per_tree", type=int, default=1,
+                      help="expansions of one tree per round (virtual loss); 1: the original's search")
+    parser.add_argument("--output", default=None, help="output file (default: the original's path)")
+    args = parser.parse_args(argv)
+    args.idx_list = idx_list(args.idx_list)
+    if args.value_targets == "tree":
+        args.mc_rollouts = 0
+    elif args.mc_rollouts < 1:
+        parser.error("--mc_rollouts must be at least 1 with --value_targets mc")
+    if args.use_thought:
+        parser.error("--use_thought is not supported: thoughts feed nothing downstream (reference §7.5)")
+    return args
+
+
+def output_path(args: argparse.Namespace) -> str:
+    path = args.output or paths.mcts_path(
+        args.domain, args.backend, time_limit=args.time_limit, iteration_limit=args.iteration_limit,
+        num_sample=args.num_sample, num_decision=args.num_decision, exploration_constant=args.exploration_constant,
+        eps=args.eps, temperature=args.temperature, max_tokens=args.max_tokens, use_thought=args.use_thought,
+        mc_rollouts=args.mc_rollouts)
+    return paths.shard_path(path, args.shard_id, args.num_shards)
+
+
+def search_config(args: argparse.Namespace, backend) -> SearchConfig:
+    return SearchConfig(
+        domain=args.domain, num_sample=args.num_sample, num_decision=args.num_decision,
+        exploration_constant=args.exploration_constant, eps=args.eps, iteration_limit=args.iteration_limit,
+        time_limit=args.time_limit, temperature=args.temperature, max_tokens=args.max_tokens,
+        stop=stop_strings(args), leaves_per_tree=args.leaves_per_tree, max_active=args.max_active,
+        mc_rollouts=args.mc_rollouts, seed=args.seed,
+        # the hf backend samples prompt by prompt under per-prompt seeds: one seed per call keeps batches
+        seed_per_prompt=type(backend).__name__ != "HFBackend")
+
+
+def run(args: argparse.Namespace, problems: list, output: str) -> Counter:
+    from tqdm import tqdm
+
+    benchmark = get_benchmark(args.domain)
+    backend = backend_from_args(args)
+    tokenizer = getattr(backend, "tokenizer", None)
+    config = search_config(args, backend)
+    statuses, stats = Counter(), Counter()
+
+    def make_prompt(problem, state: str) -> str:
+        if args.do_not_format:  # the raw problem text continued by the code so far
+            return problem.prompt + state
+        return format_prompt(problem, tokenizer, state=state, **args.kwargs)
+
+    with Sandbox(workers=args.workers, exec_python=args.exec_python) as sandbox, JsonlAppender(output) as out, \
+            tqdm(total=len(problems), unit="problem", file=sys.stderr) as bar:
+        def evaluate(items):
+            verdicts = verify(sandbox, benchmark, items, args.timeout)
+            statuses.update(verdict.status for group in verdicts for verdict in group)
+            return [[verdict.reward + args.low_b for verdict in group] for group in verdicts]
+
+        def on_done(result) -> None:
+            out.write(result.record)
+            bar.update(1)
+            bar.set_postfix(expansions=stats["expansions"], programs=stats["programs_scored"],
+                            passed=statuses["passed"])
+
+        run_searches(problems, backend, config, make_prompt, evaluate=evaluate, on_done=on_done, stats=stats)
+    logger.info("policy calls %d, prompts %d, generated tokens %d, programs run %d (%s)", stats["policy_calls"],
+                stats["prompts"], stats["generated_tokens"], stats["programs_scored"], dict(statuses))
+    return stats
+
+
+def main(argv=None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    args = parse_args(argv)
+    output = output_path(args)
+    try:
+        check_shards(args)
+        if args.exec_python and not os.access(args.exec_python, os.X_OK):
+            raise DataError(args.exec_python, None, "--exec_python is not an executable interpreter")
+        if min(args.num_sample, args.num_decision, args.max_active, args.leaves_per_tree) < 1:
+            raise DataError("--num_sample", None, "num_sample, num_decision, max_active, leaves_per_tree must be >= 1")
+        if not args.iteration_limit and args.time_limit is None:
+            raise DataError("--iteration_limit", None, "0 (no limit) needs a --time_limit")
+        problems = select_problems(get_benchmark(args.domain).load(args.directory, args.file), args.idx_list,
+                                   args.num_shards, args.shard_id)
+        done = read_done(output, vars(args), RESULT_ARGS)
+    except (DataError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    write_json(output + ".args.json", vars(args))
+    todo = [problem for problem in problems if problem.id not in done]
+    logger.info("%s: %d problems to search, %d already in %s", args.domain, len(todo), len(done), output)
+    if todo:
+        try:
+            run(args, todo, output)
+        except SandboxError as exc:  # finished lines are kept; a rerun resumes
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+    print(output)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
