@@ -101,57 +101,42 @@ def failed_ground_truth(path: str) -> set[str]:
             if not record.get("rewards") or min(record["rewards"]) < STRICT_THRESHOLD}
 
 
-def main(argv=None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    args = parse_args(argv)
+def run(args: argparse.Namespace) -> tuple[dict, list[dict]]:
+    """Verify what `args` names (resuming an earlier run); returns the summary and the records in
+    input order. Raises DataError/ValueError on bad input, SandboxError when the sandbox cannot run
+    (lines already finished are kept)."""
     start = time.perf_counter()
     if args.check_ground_truth:
         output = args.output or os.path.join("output", "ground_truth", f"{args.domain}.jsonl")
     else:
         output = args.output or default_output(args.input)
     excluded: set[str] = set()
-    try:
-        benchmark = get_benchmark(args.domain)
-        problems = {problem.id: problem for problem in benchmark.load(args.directory, args.file)}
-        if args.exec_python and not os.access(args.exec_python, os.X_OK):
-            raise DataError(args.exec_python, None, "--exec_python is not an executable interpreter")
-        if args.check_ground_truth:
-            requests = ground_truth_requests(benchmark, problems)
-        else:
-            if not os.path.exists(args.input):
-                raise DataError(args.input, None, "no such input file")
-            requests = read_requests(args.input, set(problems))
-        if args.exclude_failed_ground_truth:
-            excluded = failed_ground_truth(args.exclude_failed_ground_truth)
-        done = read_done(output, vars(args), RESULT_ARGS)
-    except (DataError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    benchmark = get_benchmark(args.domain)
+    problems = {problem.id: problem for problem in benchmark.load(args.directory, args.file)}
+    if args.exec_python and not os.access(args.exec_python, os.X_OK):
+        raise DataError(args.exec_python, None, "--exec_python is not an executable interpreter")
+    if args.check_ground_truth:
+        requests = ground_truth_requests(benchmark, problems)
+    else:
+        if not os.path.exists(args.input):
+            raise DataError(args.input, None, "no such input file")
+        requests = read_requests(args.input, set(problems))
+    if args.exclude_failed_ground_truth:
+        excluded = failed_ground_truth(args.exclude_failed_ground_truth)
+    done = read_done(output, vars(args), RESULT_ARGS)
     write_json(output + ".args.json", vars(args))
-    todo = [(problems[pid], programs) for pid, programs in requests if pid not in done]
+    todo = [(problems[pid], programs) for pid, programs in requests if pid not in done and programs]
     n_programs = sum(len(programs) for _, programs in todo)
     logger.info("%s: %d problems to verify (%d programs), %d already done",
                 args.domain, len(todo), n_programs, len(done))
     records = dict(done)
-    if todo:
-        from tqdm import tqdm
-
-        with Sandbox(workers=args.workers, exec_python=args.exec_python) as sandbox, \
-                JsonlAppender(output) as out, tqdm(total=n_programs, unit="prog", file=sys.stderr) as bar:
-            def on_done(index: int, verdicts) -> None:
-                problem = todo[index][0]
-                record = {"id": problem.id, "rewards": [v.reward for v in verdicts],
-                          "statuses": [v.status for v in verdicts], "tests": [v.tests for v in verdicts],
-                          "errors": [v.error for v in verdicts], "times": [round(v.time, 4) for v in verdicts]}
-                out.write(record)
-                records[problem.id] = record
-                bar.update(len(verdicts))
-
-            try:
-                verify(sandbox, benchmark, todo, args.timeout, on_done)
-            except SandboxError as exc:  # the sandbox itself cannot run; finished lines are kept
-                print(f"error: {exc}", file=sys.stderr)
-                return 1
+    with JsonlAppender(output) as out:
+        for pid, programs in requests:  # nothing to run: written at once
+            if pid not in done and not programs:
+                records[pid] = empty_record(pid)
+                out.write(records[pid])
+        if todo:
+            verify_todo(args, benchmark, todo, out, records, n_programs)
     elapsed = time.perf_counter() - start
     ordered = [records[pid] for pid, _ in requests if pid not in excluded]
     summary = summarize([record["rewards"] for record in ordered], ks=(1,))
@@ -164,6 +149,41 @@ def main(argv=None) -> int:
     statuses = Counter(status for record in ordered for status in record["statuses"])
     summary.update(programs_per_s=round(n_programs / elapsed, 2) if n_programs else 0.0,
                    statuses={status: statuses[status] for status in STATUSES if statuses[status]})
+    return summary, ordered
+
+
+def empty_record(problem_id: str) -> dict:
+    return {"id": problem_id, "rewards": [], "statuses": [], "tests": [], "errors": [], "times": []}
+
+
+def verify_todo(args, benchmark, todo, out: JsonlAppender, records: dict, n_programs: int) -> None:
+    from tqdm import tqdm
+
+    with Sandbox(workers=args.workers, exec_python=args.exec_python) as sandbox, \
+            tqdm(total=n_programs, unit="prog", file=sys.stderr) as bar:
+        def on_done(index: int, verdicts) -> None:
+            problem = todo[index][0]
+            record = {"id": problem.id, "rewards": [v.reward for v in verdicts],
+                      "statuses": [v.status for v in verdicts], "tests": [v.tests for v in verdicts],
+                      "errors": [v.error for v in verdicts], "times": [round(v.time, 4) for v in verdicts]}
+            out.write(record)
+            records[problem.id] = record
+            bar.update(len(verdicts))
+
+        verify(sandbox, benchmark, todo, args.timeout, on_done)
+
+
+def main(argv=None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    args = parse_args(argv)
+    try:
+        summary, _ = run(args)
+    except (DataError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except SandboxError as exc:  # the sandbox itself cannot run; finished lines are kept
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     print(json.dumps(summary))
     return 0
 
