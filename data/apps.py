@@ -241,6 +241,7 @@ def module_program(program: str) -> str:
 class APPS(Benchmark):
     name = "APPS"
     files = ("data_with_test.jsonl", "test_500.jsonl")
+    eval_file = "test_500.jsonl"  # the paper's APPS-500 (data.prepare writes it)
     default_timeout = 120.0  # the most one program's whole run gets by default; see run_timeout
     binary = False
 
@@ -253,6 +254,9 @@ class APPS(Benchmark):
 
     def parse(self, path: str) -> list[Problem]:
         return [problem_from_record(record, path, line) for line, record in read_json_records(path)]
+
+    def load_error(self, problem: Problem) -> str | None:
+        return problem.test.get("error") if isinstance(problem.test, dict) else "no test payload"
 
     def user_message(self, problem: Problem) -> str:
         # The original's literal; the style follows the problem's tests (reference §1.3).

@@ -25,6 +25,7 @@ class Benchmark:
     stop_strings: tuple[str, ...] = ("```",)  # generation stops here (the code fence closes)
     default_timeout: float = 20.0  # seconds for one program's whole run
     binary: bool = True  # reward 0/1 (pass/fail) rather than the fraction of tests passed
+    eval_file: str | None = None  # the file evaluation reads when no --file is given (None: as load)
 
     @property
     def directory(self) -> str:
@@ -67,6 +68,11 @@ class Benchmark:
     def extract_code(self, sample: str) -> str:
         """The code in a raw sample that continues the response prefix."""
         return sample.split("```")[0]
+
+    def load_error(self, problem: Problem) -> str | None:
+        """Why this problem cannot be judged (a test payload that did not parse, no tests), or None.
+        Evaluation counts such a problem as a failure, never drops it."""
+        return None
 
     def close_sample(self, formatted_prompt: str, sample: str) -> str:
         """A training target: the code sample followed by the marker that ends the answer (the

@@ -478,6 +478,9 @@ class TinyCode(Benchmark):
     def reference_program(self, problem: Problem) -> str:
         return problem.meta["solution"]
 
+    def load_error(self, problem: Problem) -> str | None:
+        return None if problem.test.get("tests") else "no tests"
+
     def user_message(self, problem: Problem) -> str:
         return problem.prompt
 

@@ -117,3 +117,28 @@ def value_data_name(trace_name: str, aggregated_domains: list[str] | None = None
 def eval_dir(domain: str, method: str, backend: str) -> str:
     """`output/{domain}_results/{Common|MCTS}/{slug}/` (lower-case domain, as the original's apps_results)."""
     return os.path.join(OUTPUT, f"{domain.lower()}_results", method, slug(backend))
+
+
+def eval_name(kind: str, temperature: float, max_tokens: int, n: int, method: str = "Common",
+              rm_backend: str | None = None, rm_class: str | None = None, rm_type: str | None = None,
+              num_sample: int = 5, search: dict | None = None) -> str:
+    """The original's names (§10.6) with the reward model's class and type added, so runs with other
+    reward models do not overwrite or resume each other; `kind`: completions, verified or results.
+
+    >>> eval_name("results", 0.7, 1024, 1)
+    'temp_0.7_tokens_1024_n_1_results.jsonl'
+    >>> eval_name("verified", 0.7, 1024, 1, rm_backend="rms/ckpts/v/1", rm_class="transformers_scalar",
+    ...           rm_type="orm", num_sample=8)
+    'rm_rms--ckpts--v--1_transformers_scalar_orm_sample_8_temp_0.7_tokens_1024_n_1_verified.jsonl'
+    """
+    head = ""
+    if method == "MCTS" or rm_backend:
+        head = f"rm_{slug(rm_backend or 'none')}_{rm_class}_{rm_type}_"
+        if method == "MCTS":
+            settings = search or {}
+            head += (f"time_{settings.get('time_limit')}_iter_{settings.get('iteration_limit')}_sample_{num_sample}"
+                     f"_decision_{settings.get('num_decision')}_exp_{settings.get('exploration_constant')}"
+                     f"_eps_{settings.get('eps')}_")
+        else:
+            head += f"sample_{num_sample}_"
+    return f"{head}temp_{temperature}_tokens_{max_tokens}_n_{n}_{kind}.jsonl"

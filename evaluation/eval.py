@@ -1,0 +1,295 @@
+"""Evaluate a policy on a benchmark: plain sampling, best-of-N with a reward/value model, or
+value-model-guided tree search (VM-MCTS; ORM-MCTS with --rm_type orm).
+
+Reads   the domain's data (APPS: data/APPS/test_500.jsonl unless --file says otherwise).
+Writes  under output/<domain>_results/<Common|MCTS>/<policy slug>/ (lower-case domain):
+          ..._completions.jsonl  {id, init_succeeded, completions [program], samples, token_usage}
+          ..._verified.jsonl     the evaluation.verify record {id, rewards, statuses, tests, errors, times}
+          ..._results.jsonl      one record: n_problems, n_load_failed, average_acc, strict_acc,
+                                 strict_acc_ci95, pass@k, samples and tokens per problem, statuses
+        the reward model's slug, class and type in the names (runs with other RMs never collide), and
+        <file>.args.json beside each. Resumes by id at both phases. A problem that cannot be judged (a
+        test payload that does not parse) or whose generation fails counts as a failure.
+
+    python -m evaluation.eval --method Common --domain TinyCode --backend models/ckpts/tiny-coder --n 4
+    python -m evaluation.eval --method MCTS --domain APPS --backend Qwen/Qwen2.5-Coder-7B-Instruct \
+        --rm_backend rms/ckpts/vm/1 --rm_class transformers_scalar --rm_type prm \
+        --iteration_limit 15 --num_sample 5 --num_decision 5 --exploration_constant 0.1 --eps 0.1
+
+Shards: run each `--num_shards N --shard_id i`, merge the completions files with
+`python -m experiment.merge_shards <completions path> --num_shards N`, then run the same command
+without the shard flags: it finds every answer and verifies and scores them all.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import random
+import sys
+from collections import Counter
+
+from data.jsonl import DataError, JsonlAppender, read_done, write_json, write_jsonl
+from data.records import Problem
+from data.registry import get_benchmark
+from evaluation import verify as verify_stage
+from evaluation.execution import SandboxError
+from evaluation.metrics import STRICT_THRESHOLD, summarize
+from experiment import paths
+from experiment.common import (
+    add_generation_args,
+    add_problem_args,
+    backend_from_args,
+    check_shards,
+    idx_list,
+    problem_seed,
+    select_problems,
+    stop_strings,
+)
+from prompts import extract_code, format_prompt
+
+logger = logging.getLogger("evaluation.eval")
+RESULT_ARGS = ("method", "domain", "directory", "file", "backend", "use_api", "engine", "n", "temperature",
+               "max_tokens", "stop", "do_not_format", "kwargs", "seed", "rm_backend", "rm_class", "rm_type",
+               "max_length", "num_sample", "time_limit", "iteration_limit", "num_decision", "exploration_constant",
+               "eps", "num_shards", "shard_id")
+PASS_KS = (1, 2, 5, 10, 20, 50, 100)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--method", default="Common", choices=("Common", "MCTS"))
+    add_problem_args(parser, domain="APPS")
+    add_generation_args(parser, n_default=1)
+    parser.add_argument("--rm_backend", default=None, help="value/reward model path (a run dir with best/ works)")
+    parser.add_argument("--rm_class", default="transformers_scalar",
+                        help="transformers_scalar, transformers_prob, standard_scalar, skywork (ORM), qwen (PRM)")
+    parser.add_argument("--rm_type", default="prm", choices=("prm", "orm"),
+                        help="MCTS: prm = VM-MCTS (the model values every new node), orm = ORM-MCTS")
+    parser.add_argument("--max_length", type=int, default=2048, help="reward model input tokens")
+    parser.add_argument("--time_limit", type=lambda text: None if text == "None" else float(text), default=None,
+                        help="seconds per search (with --iteration_limit: whichever comes first)")
+    parser.add_argument("--iteration_limit", type=int, default=15, help="selections per search; 0: no limit")
+    parser.add_argument("--num_decision", type=int, default=3, help="visible children per expanded node")
+    parser.add_argument("--exploration_constant", type=float, default=0.1, help="c in UCT")
+    parser.add_argument("--eps", type=float, default=0.1, help="added to child visits in the UCT denominator")
+    parser.add_argument("--num_sample", type=int, default=5, help="samples per expansion, or N of best-of-N")
+    parser.add_argument("--policy_device", default=None, help="hf policy device (default cuda when visible)")
+    parser.add_argument("--rm_device", default=None, help="reward model device (default: the policy's)")
+    parser.add_argument("--max_active", type=int, default=16, help="MCTS: problems searched at once")
+    parser.add_argument("--chunk_size", type=int, default=16, help="Common: problems per generation call")
+    parser.add_argument("--output_dir", default=None, help="default output/<domain>_results/<method>/<slug>")
+    args = parser.parse_args(argv)
+    args.idx_list = idx_list(args.idx_list)
+    args.device = args.policy_device or args.device
+    if args.method == "MCTS" and not args.rm_backend:
+        parser.error("--method MCTS needs --rm_backend (the value model, or an ORM with --rm_type orm)")
+    return args
+
+
+def output_paths(args: argparse.Namespace) -> dict[str, str]:
+    directory = args.output_dir or paths.eval_dir(args.domain, args.method, args.backend)
+    search = {name: getattr(args, name) for name in ("time_limit", "iteration_limit", "num_decision",
+                                                     "exploration_constant", "eps")}
+    return {kind: paths.shard_path(os.path.join(directory, paths.eval_name(
+        kind, args.temperature, args.max_tokens, args.n, args.method, args.rm_backend, args.rm_class, args.rm_type,
+        args.num_sample, search)), args.shard_id, args.num_shards) for kind in ("completions", "verified", "results")}
+
+
+# -- answers ----------------------------------------------------------------------------------------------
+
+def programs_of(problem: Problem, output) -> list[str]:
+    return [problem.init_state + extract_code(problem.domain, g.text).rstrip() for g in output.generations]
+
+
+def usage(output, n: int) -> Counter:
+    return Counter(prompt=output.prompt_tokens * n, completion=sum(g.completion_tokens for g in output.generations))
+
+
+class Answerer:
+    """Produces each problem's `n` answers with the method the flags name."""
+
+    def __init__(self, args: argparse.Namespace):
+        self.args = args
+        self.policy = backend_from_args(args)
+        self.tokenizer = getattr(self.policy, "tokenizer", None)
+        self.stop = stop_strings(args)
+        self.scorer = None
+        if args.rm_backend:
+            from rms.value_models import load_value_model
+
+            self.scorer = load_value_model(args.rm_backend, args.rm_class, rm_type=args.rm_type,
+                                           device=args.rm_device or args.device, max_length=args.max_length)
+
+    def prompt(self, problem: Problem, state: str | None = None) -> str:
+        return format_prompt(problem, self.tokenizer, state=state, do_not_format=self.args.do_not_format,
+                             **self.args.kwargs)
+
+    def sample(self, problems: list[Problem], n: int, salt: str):
+        return self.policy.generate([self.prompt(problem) for problem in problems], n=n,
+                                    temperature=self.args.temperature, max_tokens=self.args.max_tokens,
+                                    stop=self.stop, seed=[problem_seed(self.args.seed, p.id, salt) for p in problems])
+
+    def common(self, problems: list[Problem]) -> list[dict]:
+        """n samples per problem; with a reward model, n rounds of best-of-num_sample."""
+        if self.scorer is None:
+            return [{"completions": programs_of(problem, output), "samples": self.args.n,
+                     "token_usage": usage(output, self.args.n)}
+                    for problem, output in zip(problems, self.sample(problems, self.args.n, "answers"))]
+        answers = [{"completions": [], "samples": 0, "token_usage": Counter()} for _ in problems]
+        for round_index in range(self.args.n):
+            outputs = self.sample(problems, self.args.num_sample, f"best-of-n-{round_index}")
+            for problem, output, answer in zip(problems, outputs, answers):
+                programs = programs_of(problem, output)
+                scores = self.scorer.score([problem.prompt] * len(programs), programs)
+                answer["completions"].append(programs[max(range(len(programs)), key=scores.__getitem__)])
+                answer["samples"] += len(programs)
+                answer["token_usage"] += usage(output, len(programs))
+        return answers
+
+    def mcts(self, problems: list[Problem], on_done) -> None:
+        """n searches per problem (VM-MCTS or ORM-MCTS); the answer of each is its best-scored program."""
+        from experiment.mcts_batch import SearchConfig, run_searches
+
+        args = self.args
+        answers = {problem.id: {"completions": [], "samples": 0, "token_usage": Counter()} for problem in problems}
+        for round_index in range(args.n):
+            config = SearchConfig(domain=args.domain, num_sample=args.num_sample, num_decision=args.num_decision,
+                                  exploration_constant=args.exploration_constant, eps=args.eps,
+                                  iteration_limit=args.iteration_limit, time_limit=args.time_limit,
+                                  temperature=args.temperature, max_tokens=args.max_tokens, stop=self.stop,
+                                  rm_type=args.rm_type, max_active=args.max_active,
+                                  seed=problem_seed(args.seed, "mcts", str(round_index)),
+                                  seed_per_prompt=type(self.policy).__name__ != "HFBackend")
+
+            def finished(result, last=round_index == args.n - 1) -> None:
+                answer = answers[result.problem.id]
+                answer["completions"].append(result.answer)
+                answer["samples"] += result.record.get("expansions", 0) * args.num_sample
+                answer["token_usage"] += Counter(result.token_usage)
+                if last:
+                    on_done(result.problem, answer)
+
+            run_searches(problems, self.policy, config, lambda problem, state: self.prompt(problem, state),
+                         score=self.scorer.score, on_done=finished)
+
+
+def answer_all(args: argparse.Namespace, todo: list[Problem], output: str) -> None:
+    from tqdm import tqdm
+
+    benchmark = get_benchmark(args.domain)
+    answerer = Answerer(args)
+    with JsonlAppender(output) as out, tqdm(total=len(todo), unit="problem", file=sys.stderr) as bar:
+        def write(problem: Problem, answer: dict, error: str | None = None) -> None:
+            out.write({"id": problem.id, "init_succeeded": error is None, "error": error,
+                       "completions": answer["completions"], "samples": answer["samples"],
+                       "token_usage": dict(answer["token_usage"])})
+            bar.update(1)
+
+        loadable = []
+        for problem in todo:
+            error = benchmark.load_error(problem)
+            if error:
+                write(problem, {"completions": [], "samples": 0, "token_usage": {}}, f"cannot be judged: {error}")
+            else:
+                loadable.append(problem)
+        if args.method == "MCTS":
+            answerer.mcts(loadable, write)
+            return
+        for start in range(0, len(loadable), args.chunk_size):
+            chunk = loadable[start:start + args.chunk_size]
+            try:
+                answers = answerer.common(chunk)
+            except Exception:  # find the problem that fails; the others are answered alone
+                logger.exception("generation failed for a chunk; answering its problems one by one")
+                answers = [answer_alone(answerer, problem) for problem in chunk]
+            for problem, answer in zip(chunk, answers):
+                write(problem, answer, answer.pop("error", None))
+
+
+def answer_alone(answerer: Answerer, problem: Problem) -> dict:
+    """One problem's answers; a problem whose generation raises becomes a failure with its error."""
+    try:
+        return answerer.common([problem])[0]
+    except Exception as exc:
+        return {"completions": [], "samples": 0, "token_usage": {}, "error": f"generation failed: {exc}"}
+
+
+# -- metrics ------------------------------------------------------------------------------------------------
+
+def bootstrap_interval(scores: list[float], seed: int, resamples: int = 2000) -> list[float]:
+    """95% percentile bootstrap interval of the mean over problems."""
+    if not scores:
+        return [0.0, 0.0]
+    rng = random.Random(seed)
+    means = sorted(sum(rng.choices(scores, k=len(scores))) / len(scores) for _ in range(resamples))
+    return [means[int(0.025 * resamples)], means[int(0.975 * resamples) - 1]]
+
+
+def results_record(answers: list[dict], verified: dict[str, dict], seed: int) -> dict:
+    rewards = [verified[answer["id"]]["rewards"] if answer["init_succeeded"] else [] for answer in answers]
+    summary = summarize(rewards, ks=PASS_KS)
+    strict = [sum(r >= STRICT_THRESHOLD for r in values) / len(values) if values else 0.0 for values in rewards]
+    statuses = Counter(status for answer in answers if answer["init_succeeded"]
+                       for status in verified[answer["id"]]["statuses"])
+    count = max(1, len(answers))
+    return {**summary, "n_load_failed": sum(not answer["init_succeeded"] for answer in answers),
+            "strict_acc_ci95": bootstrap_interval(strict, seed),
+            "samples_per_problem": sum(answer["samples"] for answer in answers) / count,
+            "tokens_per_problem": sum(sum(answer["token_usage"].values()) for answer in answers) / count,
+            "completion_tokens_per_problem": sum(answer["token_usage"].get("completion", 0)
+                                                 for answer in answers) / count,
+            "statuses": dict(statuses)}
+
+
+def verify_answers(args: argparse.Namespace, outputs: dict[str, str]) -> dict[str, dict]:
+    namespace = argparse.Namespace(domain=args.domain, directory=args.directory, file=args.file,
+                                   input=outputs["completions"], output=outputs["verified"], timeout=args.timeout,
+                                   workers=args.workers, exec_python=args.exec_python, check_ground_truth=False,
+                                   exclude_failed_ground_truth=None)
+    _, records = verify_stage.run(namespace)
+    return {str(record["id"]): record for record in records}
+
+
+def main(argv=None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    args = parse_args(argv)
+    outputs = output_paths(args)
+    try:
+        check_shards(args)
+        benchmark = get_benchmark(args.domain)
+        args.file = args.file or (benchmark.eval_file if not args.directory else None)
+        if args.exec_python and not os.access(args.exec_python, os.X_OK):
+            raise DataError(args.exec_python, None, "--exec_python is not an executable interpreter")
+        problems = select_problems(benchmark.load(args.directory, args.file), args.idx_list, args.num_shards,
+                                   args.shard_id)
+        done = read_done(outputs["completions"], vars(args), RESULT_ARGS)
+    except (DataError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    write_json(outputs["completions"] + ".args.json", vars(args))
+    todo = [problem for problem in problems if problem.id not in done]
+    logger.info("%s %s: %d problems to answer, %d already answered", args.method, args.domain, len(todo), len(done))
+    try:
+        if todo:
+            answer_all(args, todo, outputs["completions"])
+        answers = read_done(outputs["completions"], vars(args), RESULT_ARGS)
+        verified = verify_answers(args, outputs)
+    except (DataError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except SandboxError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    ordered = [answers[problem.id] for problem in problems]
+    results = results_record(ordered, verified, args.seed)
+    write_jsonl(outputs["results"], [results])
+    write_json(outputs["results"] + ".args.json", vars(args))
+    print(json.dumps({key: results[key] for key in results if key != "statuses"}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
