@@ -1,0 +1,252 @@
+"""ReST-GRPO training: the reward scores known completions right (TinyCode and APPS), the command
+line keeps the original flags and exposes every GRPOConfig field, bad data fails in one line; slow:
+GRPO steps on ReST data made by process_gen_data (the saved policy loads and generates), resume
+continues exactly, and a run under `accelerate launch` with the ZeRO-2 config on CPU."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from conftest import FIXTURES, REPO
+from rest_data import make_rest_data, run_script, save_tiny_policy, tiny_problems
+
+from data.jsonl import DataError
+from data.registry import get_benchmark
+from models.rewards import CodeReward, split_at_stop
+from models.training import load_records
+
+SYMBOL, PENALTY = 1e-3, 1e-6
+
+
+@pytest.fixture()
+def reward(sandbox):
+    scorer = CodeReward(symbol_reward=SYMBOL, trailing_penalty=PENALTY)
+    scorer._sandbox = sandbox  # the session's sandbox; CodeReward would otherwise start its own
+    yield scorer
+    scorer._sandbox = None
+
+
+def grpo_columns(problem, partial: str = "") -> dict:
+    """The GRPO data columns of one record (as process_gen_data writes them)."""
+    return {"partial_state": problem.init_state + partial, "domain": problem.domain,
+            "test": json.dumps(problem.test), "id": problem.id, "init_state": problem.init_state}
+
+
+def score(reward, problem, completions: list[str], partial: str = "", **kwargs) -> list[float]:
+    columns = grpo_columns(problem, partial)
+    batch = {name: [value] * len(completions) for name, value in columns.items()}
+    return reward(prompts=["p"] * len(completions), completions=completions, **batch, **kwargs)
+
+
+def test_split_at_stop_takes_the_earliest_stop_and_strips_it():
+    assert split_at_stop("a\n```\ntail", ["```"]) == ("a\n", True, "\ntail")
+    assert split_at_stop("a</code>b```c", ["```", "</code>"]) == ("a", True, "b```c")
+    assert split_at_stop("no stop", ["```"]) == ("no stop", False, "")
+    assert split_at_stop("```", ["```"]) == ("", True, "")
+
+
+def test_tinycode_rewards_of_known_completions(reward):
+    problem = tiny_problems(1)[0]
+    body = problem.meta["solution"][len(problem.init_state):]
+    trailing = "\nThis function filters the list."
+    wrong = "    return \"wrong\"\n"
+    rewards = score(reward, problem, [body + "```", body + "```" + trailing, wrong, wrong + "```", body])
+    assert rewards[0] == pytest.approx(1 + SYMBOL)
+    assert rewards[1] == pytest.approx(1 + SYMBOL - PENALTY * len(trailing))
+    assert rewards[2] == 0.0
+    assert rewards[3] == pytest.approx(SYMBOL)  # wrong, but it closed its block
+    assert rewards[4] == pytest.approx(1.0)  # right, never closed: no bonus, no penalty
+
+
+def test_partial_state_is_continued_not_repeated(reward):
+    problem = tiny_problems(2)[1]
+    lines = problem.meta["solution"][len(problem.init_state):].splitlines(keepends=True)
+    partial, rest = "".join(lines[:2]), "".join(lines[2:])
+    assert score(reward, problem, [rest + "```"], partial=partial) == [pytest.approx(1 + SYMBOL)]
+    assert score(reward, problem, ["".join(lines) + "```"], partial=partial)[0] < 1  # repeats two lines
+
+
+def test_apps_rewards_of_known_completions(reward):
+    apps = get_benchmark("APPS")
+    sum_two, add, _ = apps.load(str(FIXTURES), "apps_tiny.jsonl")
+    assert score(reward, add, ["return a + b\n```", "return a - b\n```", "return a + b\n```\n# done"]) == [
+        pytest.approx(1 + SYMBOL), pytest.approx(SYMBOL), pytest.approx(1 + SYMBOL - PENALTY * len("\n# done"))]
+    solution = sum_two.meta["solutions"][0]
+    assert score(reward, sum_two, [solution + "```", "print(3)\n```", "print(1 +)\n"]) == [
+        pytest.approx(1 + SYMBOL), pytest.approx(0.5 + SYMBOL), 0.0]  # print(3) passes one test of two
+
+
+def test_parts_and_statuses_are_logged_separately(reward, tmp_path):
+    problem = tiny_problems(1)[0]
+    body = problem.meta["solution"][len(problem.init_state):]
+    metrics, extra = {}, {}
+    reward.log_path = str(tmp_path / "rewards.jsonl")
+    score(reward, problem, [body + "```xy", "    return (\n"], log_metric=metrics.__setitem__,
+          log_extra=extra.__setitem__)
+    assert metrics["reward/execution"] == pytest.approx(0.5)
+    assert metrics["reward/symbol"] == pytest.approx(SYMBOL / 2)
+    assert metrics["reward/trailing_penalty"] == pytest.approx(PENALTY)
+    assert metrics["status/passed"] == 0.5 and metrics["status/syntax_error"] == 0.5
+    assert extra["status"] == ["passed", "syntax_error"]
+    logged = json.loads((tmp_path / "rewards.jsonl").read_text())
+    assert logged["ids"] == [problem.id] * 2 and [s["status"] for s in logged["scores"]] == ["passed", "syntax_error"]
+
+
+def test_one_batch_of_many_problems_is_judged_in_one_call(reward):
+    problems = tiny_problems(6)
+    bodies = [p.meta["solution"][len(p.init_state):] + "```" for p in problems]
+    columns = [grpo_columns(p) for p in problems]
+    batch = {name: [c[name] for c in columns for _ in range(2)] for name in columns[0]}
+    completions = [text for body in bodies for text in (body, "    return None\n```")]
+    rewards = reward(prompts=["p"] * len(completions), completions=completions, **batch)
+    assert rewards[0::2] == [pytest.approx(1 + SYMBOL)] * 6
+    assert all(value < 1 for value in rewards[1::2])
+
+
+# -- command line and data --------------------------------------------------------------------------
+
+
+def test_original_flags_and_every_grpo_config_field(tmp_path):
+    from trl import GRPOConfig
+
+    from models.train_grpo import build_arguments
+    from models.training import split_namespace
+
+    argv = ["model", str(tmp_path / "out"), "data.jsonl", "--bf16", "false", "--gradient_accumulation_steps", "2"]
+    config, script = split_namespace(GRPOConfig, build_arguments().parse_args(argv))
+    assert (config.temperature, config.num_generations, config.learning_rate, config.max_completion_length) == \
+        (0.7, 8, 1e-6, 1024)  # the original script's defaults
+    assert (config.per_device_train_batch_size, config.save_steps, config.report_to) == (4, 0.5, ["wandb"])
+    assert (script.max_prompt_length, script.symbol_reward, script.trailing_penalty) == (1024, 1e-3, 1e-6)
+    assert config.output_dir == str(tmp_path / "out") and not config.bf16
+    argv += ["--lr", "1e-7", "--epochs", "2", "--batch_size_per_device", "2", "--log_completions", "--beta", "0.04",
+             "--loss_type", "dapo", "--num_generations", "4", "--epsilon_high", "0.28", "--scale_rewards", "none",
+             "--save_only_model", "--report_to", "none", "--generation_kwargs", '{"top_k": 20}',
+             "--symbol_reward", "0.01"]
+    config, script = split_namespace(GRPOConfig, build_arguments().parse_args(argv))
+    assert (config.learning_rate, config.num_train_epochs, config.per_device_train_batch_size) == (1e-7, 2.0, 2)
+    assert config.log_completions and config.save_only_model and config.beta == 0.04
+    assert (config.loss_type, config.epsilon_high, config.scale_rewards) == ("dapo", 0.28, "none")
+    assert config.generation_kwargs == {"top_k": 20} and script.symbol_reward == 0.01
+    with pytest.raises(SystemExit):
+        build_arguments().parse_args(argv + ["--beta", "lots"])  # a typed flag
+
+
+def test_bad_data_fails_in_one_line(tmp_path):
+    path = tmp_path / "grpo.jsonl"
+    good = {"prompt": "p", "init_state": "", "partial_state": "", "domain": "TinyCode", "test": "{}", "id": "1"}
+    path.write_text(json.dumps(good) + "\n" + json.dumps({**good, "test": {"tests": []}}) + "\n")
+    with pytest.raises(DataError, match=r"grpo.jsonl:2: field 'test' must be a string"):
+        load_records(str(path), list(good))
+    path.write_text(json.dumps({k: v for k, v in good.items() if k != "partial_state"}) + "\n")
+    with pytest.raises(DataError, match=r"grpo.jsonl:1: missing field 'partial_state'"):
+        load_records(str(path), list(good))
+
+
+# -- runs (slow) -------------------------------------------------------------------------------------
+
+GRPO_FLAGS = ["--num_generations", "4", "--batch_size_per_device", "4", "--max_completion_length", "24",
+              "--report_to", "none", "--logging_steps", "1", "--gradient_checkpointing", "false", "--seed", "3"]
+
+
+@pytest.fixture(scope="module")
+def rest(tmp_path_factory, sandbox):
+    from transformers import AutoTokenizer
+
+    directory = tmp_path_factory.mktemp("rest")
+    problems = tiny_problems(6)
+    model = save_tiny_policy(problems, directory / "policy")
+    files = make_rest_data(directory, problems, AutoTokenizer.from_pretrained(model), sandbox)
+    # A short SFT (the baseline script) first, so that GRPO groups have rewards that differ
+    policy = directory / "sft_policy"
+    done = run_script([str(REPO / "models" / "train.py"), str(model), str(policy), str(files["sft"]), "--mode", "sft",
+                       "--max_steps", "80", "--batch_size_per_device", "6", "--lr", "1e-2", "--lr_scheduler_type",
+                       "constant", "--save_strategy", "no", "--report_to", "none", "--gradient_checkpointing", "false",
+                       "--logging_steps", "20"], cwd=directory)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return directory, policy, files["grpo"]
+
+
+def log_history(save_dir: Path) -> list[dict]:
+    return json.loads((save_dir / "trainer_state.json").read_text())["log_history"]
+
+
+def assert_loads_and_generates(save_dir: Path) -> None:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(save_dir)
+    model = AutoModelForCausalLM.from_pretrained(save_dir)
+    inputs = tokenizer(["def f(xs):\n"], return_tensors="pt")
+    output = model.generate(**inputs, max_new_tokens=5, min_new_tokens=5, do_sample=False)
+    assert output.shape[1] == inputs["input_ids"].shape[1] + 5
+
+
+@pytest.mark.slow
+def test_grpo_steps_on_rest_data(rest):
+    directory, model, data = rest
+    records = [json.loads(line) for line in data.read_text().splitlines()]
+    assert any(r["partial_state"] != r["init_state"] for r in records)  # ReST prefixes, not just prompts
+    save_dir = directory / "models" / "ckpts" / "grpo" / "tiny" / "1"
+    done = run_script([str(REPO / "models" / "train_grpo.py"), str(model), str(save_dir), str(data), *GRPO_FLAGS,
+                       "--max_steps", "3", "--save_steps", "2"], cwd=directory)
+    assert done.returncode == 0, done.stderr[-3000:]
+    steps = [entry for entry in log_history(save_dir) if "loss" in entry]
+    assert [entry["step"] for entry in steps] == [1, 2, 3]
+    for key in ("reward/execution", "reward/symbol", "reward/trailing_penalty", "status/syntax_error",
+                "frac_reward_zero_std", "rewards/code_reward/mean"):
+        assert key in steps[0], key
+    logged = [json.loads(line) for line in (save_dir / "rewards.jsonl").read_text().splitlines()]
+    assert [entry["step"] for entry in logged] == [1, 2, 3] and all(len(entry["ids"]) == 4 for entry in logged)
+    assert (save_dir / "checkpoint-2").is_dir() and Path(str(save_dir) + ".args.json").exists()
+    assert_loads_and_generates(save_dir)
+
+
+@pytest.mark.slow
+def test_resume_continues_step_learning_rate_and_prompt_order(rest):
+    directory, model, data = rest
+    script = str(REPO / "models" / "train_grpo.py")
+    whole, part = directory / "whole", directory / "part"
+    flags = [*GRPO_FLAGS, "--lr", "1e-3", "--save_steps", "2"]
+    done = run_script([script, str(model), str(whole), str(data), *flags, "--max_steps", "4"], cwd=directory)
+    assert done.returncode == 0, done.stderr[-3000:]
+    done = run_script([script, str(model), str(part), str(data), *flags, "--max_steps", "2"], cwd=directory)
+    assert done.returncode == 0, done.stderr[-3000:]
+    shutil.rmtree(part / "checkpoint-1", ignore_errors=True)
+    done = run_script([script, str(model), str(part), str(data), *flags, "--max_steps", "4",
+                       "--resume_from_checkpoint", "last"], cwd=directory)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    def after(save_dir, key):
+        return [(entry["step"], entry[key]) for entry in log_history(save_dir) if "loss" in entry and entry["step"] > 2]
+
+    assert after(part, "learning_rate") == after(whole, "learning_rate") and len(after(whole, "learning_rate")) == 2
+
+    def order(save_dir):
+        return [(entry["step"], entry["ids"]) for entry in map(json.loads, (save_dir / "rewards.jsonl").open())]
+
+    assert order(part)[2:] == order(whole)[2:]
+    assert [step for step, _ in order(part)] == [1, 2, 3, 4]
+    import torch
+
+    optimizer = torch.load(part / "checkpoint-4" / "optimizer.pt", weights_only=False)
+    assert {state["step"].item() for state in optimizer["state"].values()} == {4.0}
+    assert_loads_and_generates(part)
+
+
+@pytest.mark.slow
+def test_accelerate_launch_with_zero2_on_cpu(rest):
+    directory, model, data = rest
+    save_dir = directory / "ds"
+    launcher = [str(Path(REPO / ".venv" / "bin" / "accelerate")), "launch", "--config_file",
+                str(REPO / "config" / "accelerate" / "cpu_deepspeed.yaml")]
+    if not Path(launcher[0]).exists():
+        launcher[0] = shutil.which("accelerate") or "accelerate"
+    done = run_script([str(REPO / "models" / "train_grpo.py"), str(model), str(save_dir), str(data), *GRPO_FLAGS,
+                       "--deepspeed_config", str(REPO / "config" / "zero2_config.json"), "--max_steps", "2",
+                       "--save_steps", "2"], cwd=directory, launcher=launcher, timeout=480)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (save_dir / "checkpoint-2" / "global_step2").is_dir()  # a DeepSpeed engine checkpoint
+    assert [entry["step"] for entry in log_history(save_dir) if "loss" in entry] == [1, 2]
+    assert_loads_and_generates(save_dir)
