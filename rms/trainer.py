@@ -139,6 +139,8 @@ def train_transformers(args, train_rows: list[dict], eval_rows: list[dict]) -> t
         train_dataset=ValueRows(train_rows), eval_dataset=ValueRows(eval_rows),
         data_collator=ValueCollator(tokenizer, args.max_length), processing_class=tokenizer,
         compute_metrics=partial(_eval_prediction_metrics, args=args))
+    if trainer.is_deepspeed_enabled:
+        logger.info("DeepSpeed ZeRO stage %d", trainer.accelerator.state.deepspeed_plugin.zero_stage)
     trainer.train()
     metrics = trainer.evaluate()
     best_dir = os.path.join(args.save_dir, "best")
