@@ -35,7 +35,7 @@ from data.records import Problem
 from data.registry import get_benchmark
 from evaluation import verify as verify_stage
 from evaluation.execution import SandboxError
-from evaluation.metrics import STRICT_THRESHOLD, summarize
+from evaluation.metrics import STRICT_THRESHOLD, pass_at_k, summarize
 from experiment import paths
 from experiment.common import (
     add_generation_args,
@@ -230,7 +230,13 @@ def bootstrap_interval(scores: list[float], seed: int, resamples: int = 2000) ->
 
 def results_record(answers: list[dict], verified: dict[str, dict], seed: int) -> dict:
     rewards = [verified[answer["id"]]["rewards"] if answer["init_succeeded"] else [] for answer in answers]
-    summary = summarize(rewards, ks=PASS_KS)
+    summary = summarize(rewards, ks=())
+    judged = [values for values in rewards if values]
+    smallest = min((len(values) for values in judged), default=0)
+    for k in sorted(set(PASS_KS) | {smallest}):  # each k the judged problems' sample counts allow
+        if 1 <= k <= smallest:  # problems that could not be judged score 0
+            summary[f"pass@{k}"] = sum(pass_at_k(len(values), sum(r >= STRICT_THRESHOLD for r in values), k)
+                                       for values in judged) / max(1, len(rewards))
     strict = [sum(r >= STRICT_THRESHOLD for r in values) / len(values) if values else 0.0 for values in rewards]
     statuses = Counter(status for answer in answers if answer["init_succeeded"]
                        for status in verified[answer["id"]]["statuses"])
