@@ -143,3 +143,23 @@ def test_fixed_completions_agree_with_verify(tmp_path, domain, relative):
     for key in ("n_problems", "average_acc", "strict_acc", "pass@1"):
         assert results[key] == pytest.approx(summary[key]), key
     assert 0 < results["strict_acc"] < 1
+
+
+def test_budget_plot(tmp_path):
+    points = {"a": [(4, 0.2, [0.1, 0.3]), (8, 0.3, [0.2, 0.4])], "b": [(6, 0.35, [0.25, 0.45])]}
+    specs = []
+    for label, rows in points.items():
+        for index, (samples, accuracy, interval) in enumerate(rows):
+            path = tmp_path / f"{label}{index}_results.jsonl"
+            path.write_text(json.dumps({"samples_per_problem": samples, "tokens_per_problem": samples * 100,
+                                        "strict_acc": accuracy, "strict_acc_ci95": interval}) + "\n")
+            specs.append(f"{label}={path}")
+    completed = subprocess.run([sys.executable, "-m", "evaluation.plot", "--output", str(tmp_path / "b.png"),
+                                *specs[::-1]], env=ENV, capture_output=True, text=True)
+    assert completed.returncode == 0, completed.stderr
+    printed = [json.loads(line) for line in completed.stdout.splitlines()]
+    assert [(p["label"], p["x"]) for p in printed] == [("b", 6), ("a", 4), ("a", 8)]
+    assert (tmp_path / "b.png").read_bytes()[:4] == b"\x89PNG"
+    missing = subprocess.run([sys.executable, "-m", "evaluation.plot", str(tmp_path / "none.jsonl")], env=ENV,
+                             capture_output=True, text=True)
+    assert missing.returncode == 2 and "no such results file" in missing.stderr
