@@ -83,11 +83,23 @@ def parse_args(argv=None) -> argparse.Namespace:
     args.idx_list = idx_list(args.idx_list)
     if args.value_targets == "tree":
         args.mc_rollouts = 0
-    elif args.mc_rollouts < 1:
-        parser.error("--mc_rollouts must be at least 1 with --value_targets mc")
-    if args.use_thought:
-        parser.error("--use_thought is not supported: thoughts feed nothing downstream (reference §7.5)")
     return args
+
+
+def check_settings(args: argparse.Namespace) -> None:
+    """One-line errors for settings no search can run with."""
+    check_shards(args)
+    if args.exec_python and not os.access(args.exec_python, os.X_OK):
+        raise DataError(args.exec_python, None, "--exec_python is not an executable interpreter")
+    for name in ("num_sample", "num_decision", "max_active", "leaves_per_tree"):
+        if getattr(args, name) < 1:
+            raise DataError(f"--{name}", None, f"must be at least 1, got {getattr(args, name)}")
+    if not args.iteration_limit and args.time_limit is None:
+        raise DataError("--iteration_limit", None, "0 (no limit) needs a --time_limit")
+    if args.value_targets == "mc" and args.mc_rollouts < 1:
+        raise DataError("--mc_rollouts", None, "must be at least 1 with --value_targets mc")
+    if args.use_thought:  # thoughts feed nothing downstream (reference §7.5)
+        raise DataError("--use_thought", None, "two-stage think/act sampling is not supported")
 
 
 def output_path(args: argparse.Namespace) -> str:
@@ -148,13 +160,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     output = output_path(args)
     try:
-        check_shards(args)
-        if args.exec_python and not os.access(args.exec_python, os.X_OK):
-            raise DataError(args.exec_python, None, "--exec_python is not an executable interpreter")
-        if min(args.num_sample, args.num_decision, args.max_active, args.leaves_per_tree) < 1:
-            raise DataError("--num_sample", None, "num_sample, num_decision, max_active, leaves_per_tree must be >= 1")
-        if not args.iteration_limit and args.time_limit is None:
-            raise DataError("--iteration_limit", None, "0 (no limit) needs a --time_limit")
+        check_settings(args)
         problems = select_problems(get_benchmark(args.domain).load(args.directory, args.file), args.idx_list,
                                    args.num_shards, args.shard_id)
         done = read_done(output, vars(args), RESULT_ARGS)
