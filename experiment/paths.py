@@ -70,6 +70,11 @@ def sft_data_name(temperature: float, max_tokens: int) -> str:
     return f"temp_{temperature}_tokens_{max_tokens}_sft_data.jsonl"
 
 
+def orm_data_name(temperature: float, max_tokens: int) -> str:
+    """Outcome-reward data (ours): every sampled program with its final reward, value-data records."""
+    return f"temp_{temperature}_tokens_{max_tokens}_orm_data.jsonl"
+
+
 def prompts_name(data_name: str) -> str:
     """GRPO data re-written as problems to re-sample (`collect_grpo_data`): `<stem>_prompts.jsonl`
     (the original's rstrip('.jsonl') turned `_all` into `_a`; the suffix is removed here)."""

@@ -9,6 +9,7 @@
                <= 0: the naive `basic` data, every prompt and no filter; --extract_all_lines: every j).
   --mode dpo   {prompt, chosen, rejected}: the best and the worst program of problems whose rewards differ.
   --mode sft   {prompt, completion}: every program scoring at least --completion_accept_threshold_sft.
+  --mode orm   {prompt, answer, reward}: every program with its final reward (an outcome reward model's data).
 --method MCTS (reads generate/MCTS/<Domain>/<slug>/time_..._thought_no.jsonl): value data
   {prompt, answer, reward}: every scored program, and every expanded state with its value.
 Writes per domain next to the input, and with --do_aggregate the concatenation under
@@ -49,7 +50,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="'code' (BigCodeBench, DS1000, APPS), one domain, or a comma-separated list")
     parser.add_argument("--backend", default="gpt-4o-mini", help="the sampling run's model (selects the files)")
     parser.add_argument("--method", default="Common", choices=("Common", "MCTS"))
-    parser.add_argument("--mode", default="grpo", choices=("grpo", "dpo", "sft"), help="Common only")
+    parser.add_argument("--mode", default="grpo", choices=("grpo", "dpo", "sft", "orm"),
+                        help="Common only (orm: every program with its final reward, for an outcome reward model)")
     parser.add_argument("--temperature", type=float, default=0.7, help="the sampling run's temperature")
     parser.add_argument("--max_tokens", type=int, default=1024, help="the sampling run's max_tokens")
     parser.add_argument("--std_accept_threshold_grpo", type=float, default=0.05,
@@ -166,6 +168,13 @@ def sft_records(item: dict, domain: str, args: argparse.Namespace) -> list[dict]
             if completion["reward"] >= args.completion_accept_threshold_sft]
 
 
+def orm_records(item: dict, domain: str, args: argparse.Namespace) -> list[dict]:
+    """An outcome reward model's data: every whole program with its final reward (value-data records,
+    the raw problem text as prompt), to set beside the value model trained on MCTS states."""
+    return [{"prompt": item["prompt"], "answer": completion["formatted_completion"], "reward": completion["reward"]}
+            for completion in (item.get("result") or {}).get("completions") or []]
+
+
 def value_records(item: dict, domain: str, args: argparse.Namespace) -> list[dict]:
     """§8: every scored program, and every expanded state (the root included) with its value; with
     --value_targets mc, every line prefix with its Monte-Carlo value instead of the expanded states."""
@@ -179,7 +188,7 @@ def value_records(item: dict, domain: str, args: argparse.Namespace) -> list[dic
     return records
 
 
-MODES = {"grpo": grpo_records, "dpo": dpo_records, "sft": sft_records}
+MODES = {"grpo": grpo_records, "dpo": dpo_records, "sft": sft_records, "orm": orm_records}
 
 
 # -- files ---------------------------------------------------------------------------------------------------
@@ -198,8 +207,10 @@ def files(args: argparse.Namespace, domain: str) -> tuple[str, str]:
                                     args.extract_all_lines)
     elif args.mode == "dpo":
         name = paths.dpo_data_name(args.temperature, args.max_tokens)
-    else:
+    elif args.mode == "sft":
         name = paths.sft_data_name(args.temperature, args.max_tokens)
+    else:
+        name = paths.orm_data_name(args.temperature, args.max_tokens)
     return source, name
 
 

@@ -227,3 +227,13 @@ def test_get_reward_data_stds_and_plots(tmp_path):
     for kind in ("rewards", "stds"):
         path = tmp_path / summary["plots"][kind]
         assert path.name == f"temp_0.7_tokens_256_{kind}.png" and path.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_orm_mode_keeps_every_program_with_its_reward(tmp_path):
+    write_completions(tmp_path)
+    summary = process(tmp_path, "--mode", "orm")
+    assert summary["TinyCode"]["output"].endswith("temp_0.7_tokens_256_orm_data.jsonl")
+    records = read(tmp_path / summary["TinyCode"]["output"])
+    assert len(records) == 4 * len(PATTERNS)
+    assert [r["reward"] for r in records] == [r for rewards in PATTERNS.values() for r in rewards]
+    assert all(set(r) == {"prompt", "answer", "reward"} and r["prompt"] == "Write f." for r in records)
