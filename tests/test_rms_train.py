@@ -147,7 +147,10 @@ def run_command(command, cwd, timeout=600):
 def test_deepspeed_launcher_zero3_from_another_directory(tiny, tmp_path):
     lm, data, _ = tiny
     save_dir = tmp_path / "ds3"
-    log = run_command(["deepspeed", str(REPO / "rms" / "train.py"),
+    from rms.trainer import free_port
+
+    # a port of its own: the launcher's default 29500 may be taken by another run on the machine
+    log = run_command(["deepspeed", "--master_port", str(free_port()), str(REPO / "rms" / "train.py"),
                        *run_args(lm, data, save_dir, "transformers_scalar", "--max_steps", "4", "--save_steps", "2",
                                  "--deepspeed_config", "rms/config/zero3_config.json")], cwd=tmp_path)
     assert "DeepSpeed ZeRO stage 3" in log
