@@ -288,12 +288,13 @@ def load_value_model(path: str, rm_class: str | None = None, *, rm_type: str | N
                      dtype: str | torch.dtype | None = None, max_length: int = 2048, batch_size: int = 8,
                      min_rw: float = 0.0, max_rw: float = 1.0) -> ValueModel:
     """Load a value/reward model for scoring. `path` may be a run directory holding `best/`. Without
-    `rm_class`, the class recorded by `rms/train.py` in `value_model.json` is used. `dtype` defaults to
+    `rm_class` (and `rm_type`), what `rms/train.py` recorded in `value_model.json` is used. `dtype` defaults to
     the checkpoint's on a GPU and float32 on the CPU."""
     path = resolve_checkpoint(path)
     if not os.path.isdir(path):
         raise FileNotFoundError(f"value model not found: {path}")
-    recorded = _read_metadata(path).get("rm_class")
+    metadata = _read_metadata(path)
+    recorded = metadata.get("rm_class")
     rm_class = rm_class or recorded
     if rm_class not in VALUE_MODELS:
         raise ValueError(f"unknown rm_class {rm_class!r} for {path}; choose one of {', '.join(VALUE_MODELS)}")
@@ -304,7 +305,8 @@ def load_value_model(path: str, rm_class: str | None = None, *, rm_type: str | N
         dtype = "auto" if device != "cpu" else torch.float32
     elif isinstance(dtype, str) and dtype != "auto":
         dtype = getattr(torch, dtype)
-    options = {"rm_type": rm_type, "max_length": max_length, "batch_size": batch_size, "device": device}
+    options = {"rm_type": rm_type or metadata.get("rm_type"), "max_length": max_length, "batch_size": batch_size,
+               "device": device}
     if rm_class in IN_HOUSE_CLASSES:
         options.update(min_rw=min_rw, max_rw=max_rw)
     value_model = VALUE_MODELS[rm_class].load(path, dtype=dtype, **options)

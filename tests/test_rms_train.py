@@ -190,7 +190,10 @@ def test_standard_scalar_under_pytorch_ddp(tiny, tmp_path):
 @pytest.mark.slow
 def test_train_sh_runs_from_the_repository_root(tiny, tmp_path):
     lm, data, _ = tiny
-    env_overrides = {"BACKEND": str(lm), "SAVE_DIR": str(tmp_path / "sh"), "TRAIN_PTH": str(data)}
+    from rms.trainer import free_port
+
+    env_overrides = {"BACKEND": str(lm), "SAVE_DIR": str(tmp_path / "sh"), "TRAIN_PTH": str(data),
+                     "MASTER_PORT": str(free_port())}
     completed = subprocess.run(["bash", "rms/train.sh", "--max_steps", "2", "--min_eval_rows", "12",
                                 "--report_to", "none", "--max_length", "256"], cwd=REPO,
                                env={**command_env(), **env_overrides}, capture_output=True, text=True, timeout=600)

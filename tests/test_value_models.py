@@ -100,7 +100,9 @@ def test_recorded_class_is_used_and_checked(lm_dir, tmp_path):
     saved = tmp_path / "best"
     shutil.copytree(lm_dir, saved)
     (saved / METADATA_FILE).write_text(json.dumps({"rm_class": "transformers_prob", "rm_type": "orm"}))
-    assert type(load_value_model(str(tmp_path))).__name__ == "TransformersProbRM"
+    value_model = load_value_model(str(tmp_path))
+    assert type(value_model).__name__ == "TransformersProbRM" and value_model.rm_type == "orm"
+    assert load_value_model(str(tmp_path), rm_type="prm").rm_type == "prm"
     with pytest.raises(ValueError, match="holds a transformers_prob value model, not transformers_scalar"):
         load_value_model(str(tmp_path), "transformers_scalar")
 
