@@ -58,6 +58,7 @@ from experiment.mcts import (
 
 logger = logging.getLogger(__name__)
 RM_TYPES = ("none", "prm", "orm")
+SETTLE_PER_ROUND = 64  # terminal selections one tree may settle in one round
 
 
 @dataclass
@@ -139,13 +140,17 @@ def select_leaves(search: Search, config: SearchConfig) -> list[Node]:
     re-adding their value). Stops at the budget, at `leaves_per_tree`, or on reaching a leaf whose
     expansion is in flight."""
     leaves: list[Node] = []
-    while len(leaves) < config.leaves_per_tree and search.budget_left(config):
+    settled = 0
+    # a tree whose visible leaves are all terminal would settle them until its time runs out and stall
+    # the other trees: it settles at most SETTLE_PER_ROUND of them per round
+    while len(leaves) < config.leaves_per_tree and settled < SETTLE_PER_ROUND and search.budget_left(config):
         node = select(search.root, config.exploration_constant, config.eps, search.rng)
         if node.pending:
             break
         search.iterations += 1
         if node.terminal:
             backup(node, 1, node.value if node.visits else search.scores[node.state])
+            settled += 1
             continue
         node.pending = True
         add_virtual(node, 1)
