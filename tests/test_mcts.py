@@ -3,6 +3,7 @@ policy: each sample is a function of the state and the sample's index only, so b
 it) and a deterministic reward function in place of the sandbox (the stage test runs the sandbox)."""
 from __future__ import annotations
 
+import json
 import math
 import random
 import time
@@ -349,3 +350,27 @@ def test_records_do_not_mutate_the_tree():
     root = Node(INIT)
     expand(root, ["    y = x\n    return y```"], "TinyCode", 2)
     assert len(list(walk(root))) == 2 and len(root.completions) == 1
+
+
+def test_docstring_examples():
+    import doctest
+
+    import experiment.mcts
+
+    assert doctest.testmod(experiment.mcts).failed == 0
+
+
+@pytest.mark.parametrize("value_targets", ["tree", "mc"])
+def test_traces_become_value_data(value_targets):
+    import argparse
+
+    from experiment.process_gen_data import value_records
+
+    (result,), _ = search(count=1, iteration_limit=6, mc_rollouts=2)
+    record = json.loads(json.dumps(result.record))  # as a trace line reads back
+    rows = value_records(record, "TinyCode", argparse.Namespace(value_targets=value_targets))
+    states = record["mc_rewards"] if value_targets == "mc" else [e for e in record["rewards"] if e["expanded"]]
+    assert rows == [{"prompt": "question 0", "answer": entry["completion"], "reward": entry["reward"]}
+                    for entry in record["completions"]] + \
+        [{"prompt": "question 0", "answer": entry["state"], "reward": entry["reward"]} for entry in states]
+    assert rows[len(record["completions"])]["answer"] == INIT  # the root comes first among the states
