@@ -62,6 +62,9 @@ def build_arguments():
                        help="sandbox workers per process (default: cores / local processes)")
     group.add_argument("--exec_python", default=None,
                        help="interpreter that runs programs (BigCodeBench/DS-1000 need their own environment)")
+    group.add_argument("--stop_after_steps", type=int, default=None,
+                       help="save a checkpoint and stop after this optimizer step, keeping the whole run's schedule "
+                            "(continue later with --resume_from_checkpoint last)")
     return parser
 
 
@@ -86,6 +89,21 @@ def reward_workers(requested: int | None) -> int:
     return requested or max(1, (os.cpu_count() or 1) // local_processes)
 
 
+def stop_callbacks(stop_after_steps: int | None) -> list:
+    """A callback that saves and stops at `stop_after_steps` (none when it is None)."""
+    if stop_after_steps is None:
+        return []
+    from transformers import TrainerCallback
+
+    class StopAfter(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step >= stop_after_steps:
+                control.should_save = control.should_training_stop = True
+            return control
+
+    return [StopAfter()]
+
+
 def main(argv: list[str] | None = None) -> int:
     from transformers import AutoTokenizer
     from trl import GRPOConfig, GRPOTrainer
@@ -102,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
                         workers=reward_workers(script.reward_workers), exec_python=script.exec_python,
                         log_path=os.path.join(script.save_dir, log_name))
     trainer = GRPOTrainer(model=script.model, reward_funcs=[reward], args=config, train_dataset=dataset,
-                          processing_class=tokenizer)
+                          processing_class=tokenizer, callbacks=stop_callbacks(script.stop_after_steps))
     write_arguments(script.save_dir, script, config)
     try:
         trainer.train(resume_from_checkpoint=resume)

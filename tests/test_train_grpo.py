@@ -147,8 +147,9 @@ def test_bad_data_fails_in_one_line(tmp_path):
 
 # -- runs (slow) -------------------------------------------------------------------------------------
 
-GRPO_FLAGS = ["--num_generations", "4", "--batch_size_per_device", "4", "--max_completion_length", "24",
-              "--report_to", "none", "--logging_steps", "1", "--gradient_checkpointing", "false", "--seed", "3"]
+GRPO_FLAGS = ["--num_generations", "4", "--batch_size_per_device", "4", "--max_completion_length", "40",
+              "--temperature", "1.0", "--report_to", "none", "--logging_steps", "1", "--gradient_checkpointing",
+              "false", "--seed", "3"]
 
 
 @pytest.fixture(scope="module")
@@ -173,6 +174,13 @@ def log_history(save_dir: Path) -> list[dict]:
     return json.loads((save_dir / "trainer_state.json").read_text())["log_history"]
 
 
+def changed_weights(before: Path, after: Path) -> bool:
+    from safetensors.torch import load_file
+
+    old, new = load_file(before / "model.safetensors"), load_file(after / "model.safetensors")
+    return any(not (old[name] == new[name]).all() for name in old)
+
+
 def assert_loads_and_generates(save_dir: Path) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -190,10 +198,12 @@ def test_grpo_steps_on_rest_data(rest):
     assert any(r["partial_state"] != r["init_state"] for r in records)  # ReST prefixes, not just prompts
     save_dir = directory / "models" / "ckpts" / "grpo" / "tiny" / "1"
     done = run_script([str(REPO / "models" / "train_grpo.py"), str(model), str(save_dir), str(data), *GRPO_FLAGS,
-                       "--max_steps", "3", "--save_steps", "2"], cwd=directory)
+                       "--max_steps", "3", "--save_steps", "2", "--lr", "1e-4"], cwd=directory)
     assert done.returncode == 0, done.stderr[-3000:]
     steps = [entry for entry in log_history(save_dir) if "loss" in entry]
     assert [entry["step"] for entry in steps] == [1, 2, 3]
+    assert min(entry["frac_reward_zero_std"] for entry in steps) < 1  # some group had rewards that differ
+    assert changed_weights(model, save_dir)
     for key in ("reward/execution", "reward/symbol", "reward/trailing_penalty", "status/syntax_error",
                 "frac_reward_zero_std", "rewards/code_reward/mean"):
         assert key in steps[0], key
@@ -211,17 +221,22 @@ def test_resume_continues_step_learning_rate_and_prompt_order(rest):
     flags = [*GRPO_FLAGS, "--lr", "1e-3", "--save_steps", "2"]
     done = run_script([script, str(model), str(whole), str(data), *flags, "--max_steps", "4"], cwd=directory)
     assert done.returncode == 0, done.stderr[-3000:]
-    done = run_script([script, str(model), str(part), str(data), *flags, "--max_steps", "2"], cwd=directory)
+    done = run_script([script, str(model), str(part), str(data), *flags, "--max_steps", "4", "--stop_after_steps", "2"],
+                      cwd=directory)
     assert done.returncode == 0, done.stderr[-3000:]
-    shutil.rmtree(part / "checkpoint-1", ignore_errors=True)
+    assert [entry["step"] for entry in log_history(part) if "loss" in entry] == [1, 2]
     done = run_script([script, str(model), str(part), str(data), *flags, "--max_steps", "4",
                        "--resume_from_checkpoint", "last"], cwd=directory)
     assert done.returncode == 0, done.stderr[-3000:]
 
     def after(save_dir, key):
-        return [(entry["step"], entry[key]) for entry in log_history(save_dir) if "loss" in entry and entry["step"] > 2]
+        return [(entry["step"], entry[key]) for entry in log_history(save_dir)
+                if "loss" in entry and entry["step"] > 2]
 
     assert after(part, "learning_rate") == after(whole, "learning_rate") and len(after(whole, "learning_rate")) == 2
+    # the same weights and random state: the same completions, so the same rewards
+    rewards = [[value for _, value in after(save_dir, "reward")] for save_dir in (part, whole)]
+    assert rewards[0] == pytest.approx(rewards[1])
 
     def order(save_dir):
         return [(entry["step"], entry["ids"]) for entry in map(json.loads, (save_dir / "rewards.jsonl").open())]
