@@ -106,6 +106,9 @@ def parse_args(argv=None) -> argparse.Namespace:
         parser.error(f"--loss_weight_factor must be in [0, 1], got {args.loss_weight_factor}")
     if args.min_rw >= args.max_rw:
         parser.error(f"--min_rw {args.min_rw} must be below --max_rw {args.max_rw}")
+    for flag, path in (("train_pth", args.train_pth), ("--test_pth", args.test_pth), ("--state_pth", args.state_pth)):
+        if path and not os.path.isfile(path):
+            parser.error(f"{flag} not found: {path}")
     args.deepspeed_config = find_deepspeed_config(parser, args.deepspeed_config)
     if args.deepspeed_config and args.save_only_model:
         parser.error("--save_only_model cannot be combined with DeepSpeed (the best checkpoint is reloaded at the end)")

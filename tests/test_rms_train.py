@@ -31,7 +31,9 @@ def run_args(lm, data, save_dir, *extra):
             "--batch_size_per_device", "8", "--report_to", "none", "--logging_steps", "1"]
 
 
-def test_rm_class_positional_or_flag(tiny):
+def test_rm_class_positional_or_flag(tiny, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data.jsonl").write_text("")
     base = ["base", "out", "data.jsonl"]
     assert train.parse_args(base + ["transformers_prob", "--deepspeed_config", "none"]).rm_class == "transformers_prob"
     args = train.parse_args(base + ["--rm_class", "standard_scalar"])
@@ -42,13 +44,15 @@ def test_rm_class_positional_or_flag(tiny):
                 base + ["transformers_scalar", "--paradigm", "common"],
                 base + ["transformers_prob", "--loss_weight_factor", "1.5"],
                 base + ["transformers_scalar", "--save_only_model"],
-                base + ["transformers_scalar", "--deepspeed_config", "nowhere.json"]):
+                base + ["transformers_scalar", "--deepspeed_config", "nowhere.json"],
+                ["base", "out", "missing.jsonl", "transformers_scalar"]):
         with pytest.raises(SystemExit):
             train.parse_args(bad)
 
 
 def test_deepspeed_config_found_from_any_directory(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
+    (tmp_path / "d").write_text("")
     args = train.parse_args(["b", "o", "d", "transformers_scalar",
                              "--deepspeed_config", "rms/config/zero2_config.json"])
     assert args.deepspeed_config == os.path.join(REPO, "rms", "config", "zero2_config.json")
@@ -82,7 +86,7 @@ def test_deepspeed_dict_overwrites_fixed_fields(tmp_path):
     path = tmp_path / "ds.json"
     path.write_text(json.dumps({"train_micro_batch_size_per_gpu": 16, "gradient_accumulation_steps": "auto",
                                 "optimizer": {"type": "AdamW", "params": {"lr": 1e-3, "weight_decay": "auto"}}}))
-    args = train.parse_args(["b", "o", "d", "transformers_scalar", "--deepspeed_config", str(path),
+    args = train.parse_args(["b", "o", str(path), "transformers_scalar", "--deepspeed_config", str(path),
                              "--batch_size_per_device", "2", "--lr", "1e-7"])
     config = deepspeed_dict(args.deepspeed_config, args)
     assert config["train_micro_batch_size_per_gpu"] == 2 and config["gradient_accumulation_steps"] == "auto"
