@@ -33,7 +33,9 @@ def parse_args() -> argparse.Namespace:
                         help="model folder; a random model of the tiny policy's shape when it does not exist")
     parser.add_argument("--max_tokens", type=int, default=128, help="new tokens per sample")
     parser.add_argument("--runs", type=int, default=3, help="timed calls per engine and batch (median)")
-    parser.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads for hf")
+    parser.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", os.cpu_count())),
+                        help="torch threads for hf (default: OMP_NUM_THREADS, else all cores; on a shared machine "
+                             "2 threads on 2 cores collapse when anything else runs)")
     parser.add_argument("--engines", default="hf,vllm", help="comma-separated engines to try")
     parser.add_argument("--seed", type=int, default=0, help="sampling seed (and the random model's)")
     return parser.parse_args()
