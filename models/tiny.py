@@ -1,6 +1,6 @@
 """The tiny policy: a small Qwen2 trained on TinyCode on CPU in a few minutes, with no download.
 
-    python -m models.tiny [--output models/ckpts/tiny-coder] [--steps 600] [--seed 0] [--threads 2] \
+    python -m models.tiny [--output models/ckpts/tiny-coder] [--steps 500] [--seed 0] [--threads 2] \
         [--eval_n 4] [--if_missing]
 
 reads `data/TinyCode/{train,test}.jsonl` (generated first, seed 0, when missing), trains a
@@ -85,14 +85,14 @@ class TinyPolicyArguments:
                         metadata={"help": "folder the model, tokenizer, training_args.json and eval.json go to"})
     data_directory: str = field(default=os.path.join("data", "TinyCode"),
                                 metadata={"help": "TinyCode train.jsonl/test.jsonl (generated with seed 0 if missing)"})
-    steps: int = field(default=600, metadata={"help": "optimizer steps"})
+    steps: int = field(default=500, metadata={"help": "optimizer steps"})
     batch_size: int = field(default=32, metadata={"help": "sequences per step"})
     learning_rate: float = field(default=3e-3, metadata={"help": "peak AdamW learning rate"})
     warmup_steps: int = field(default=40, metadata={"help": "linear warm-up steps, then a cosine decay to 10%"})
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay"})
     vocab_size: int = field(default=1024, metadata={"help": "BPE vocabulary cap (TinyCode saturates near 570)"})
-    hidden_size: int = field(default=256, metadata={"help": "model width"})
-    intermediate_size: int = field(default=688, metadata={"help": "MLP width"})
+    hidden_size: int = field(default=192, metadata={"help": "model width"})
+    intermediate_size: int = field(default=512, metadata={"help": "MLP width"})
     layers: int = field(default=4, metadata={"help": "decoder layers"})
     heads: int = field(default=4, metadata={"help": "attention heads"})
     kv_heads: int = field(default=2, metadata={"help": "key/value heads"})

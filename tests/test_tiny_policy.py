@@ -111,3 +111,15 @@ def test_learning_rate_warms_up_then_decays():
     rates = [learning_rate_at(step, args) for step in range(100)]
     assert rates[:10] == sorted(rates[:10]) and rates[9] == 1.0
     assert rates[10:] == sorted(rates[10:], reverse=True) and abs(rates[-1] - 0.1) < 1e-9
+
+
+def test_same_seed_same_policy(trained, tmp_path):
+    from safetensors.torch import load_file
+
+    output, figures, argv = trained
+    again = str(tmp_path / "again")
+    rerun = main(argv[2:] + ["--output", again, "--eval_n", "0"])
+    assert [point["loss"] for point in rerun["loss_curve"]] == [point["loss"] for point in figures["loss_curve"]]
+    first, second = (load_file(os.path.join(folder, "model.safetensors")) for folder in (output, again))
+    assert first.keys() == second.keys() and all(first[name].equal(second[name]) for name in first)
+    assert open(os.path.join(output, "tokenizer.json")).read() == open(os.path.join(again, "tokenizer.json")).read()
