@@ -54,7 +54,23 @@ def split_namespace(config_class: type, namespace: argparse.Namespace):
     config_values["bf16"] = bool(config_values.get("bf16"))
     config_values["fp16"] = bool(config_values.get("fp16"))
     config_values["output_dir"] = values["save_dir"]
+    if config_values.get("deepspeed"):
+        single_process_environment()
     return config_class(**config_values), argparse.Namespace(**values)
+
+
+def single_process_environment() -> None:
+    """Outside a distributed launcher (plain `python`, or `accelerate launch` with no config),
+    DeepSpeed would look for MPI to find its rank; a lone process is rank 0 of 1 on localhost."""
+    if "RANK" in os.environ or "OMPI_COMM_WORLD_RANK" in os.environ:
+        return
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    os.environ.update({"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "LOCAL_WORLD_SIZE": "1",
+                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
 
 
 def precision_of(model: str) -> tuple[bool, bool]:
