@@ -72,7 +72,7 @@ def shape(execution: float, emitted: bool, trailing: str, symbol_reward: float, 
           status: str) -> Score:
     """The symbol bonus and trailing penalty around an execution reward.
 
-    >>> shape(1.0, True, "ab", 1e-3, 1e-6, "passed").reward
+    >>> round(shape(1.0, True, "ab", 1e-3, 1e-6, "passed").reward, 9)
     1.000998
     """
     if not emitted:
