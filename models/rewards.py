@@ -111,10 +111,10 @@ class CodeReward:
             self._sandbox.close()
             self._sandbox = None
 
-    def __call__(self, prompts, completions, partial_state, domain, test, id, log_metric=None, log_extra=None,
-                 trainer_state=None, **_) -> list[float]:
+    def __call__(self, prompts, completions, partial_state, domain, test, id, init_state=None, log_metric=None,
+                 log_extra=None, trainer_state=None, **_) -> list[float]:
         completions = [_text(completion) for completion in completions]
-        scores = self.score(completions, partial_state, domain, test, id)
+        scores = self.score(completions, partial_state, domain, test, id, init_state)
         self._log(scores, id, log_metric, log_extra, trainer_state)
         return [score.reward for score in scores]
 
