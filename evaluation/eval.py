@@ -43,6 +43,7 @@ from experiment.common import (
     backend_from_args,
     check_shards,
     idx_list,
+    local_model_path,
     problem_seed,
     select_problems,
     stop_strings,
@@ -120,7 +121,7 @@ class Answerer:
         if args.rm_backend:
             from rms.value_models import load_value_model
 
-            self.scorer = load_value_model(args.rm_backend, args.rm_class, rm_type=args.rm_type,
+            self.scorer = load_value_model(local_model_path(args.rm_backend), args.rm_class, rm_type=args.rm_type,
                                            device=args.rm_device or args.device, max_length=args.max_length)
 
     def prompt(self, problem: Problem, state: str | None = None) -> str:

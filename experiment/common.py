@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import logging
+import os
 import re
 from typing import Sequence
 
@@ -136,21 +137,39 @@ def problem_seed(seed: int, problem_id: str, salt: str = "") -> int:
 
 # -- the backend ---------------------------------------------------------------------------------------
 
+# The original README's evaluation commands name checkpoints by paths its training commands never
+# write (`ckpts/grpo/...` for `models/ckpts/grpo/...`, `ckpts/rm/...` for `rms/ckpts/...`): they
+# resolve to where training put them, so those commands run as written.
+CHECKPOINT_ALIASES = (("ckpts/grpo/", "models/ckpts/grpo/"), ("ckpts/rm/", "rms/ckpts/"))
+
+
+def local_model_path(name: str) -> str:
+    """`name` itself when it exists (or is a hub id); else the README alias's real location when that exists."""
+    if os.path.exists(name):
+        return name
+    for alias, real in CHECKPOINT_ALIASES:
+        if name.startswith(alias) and os.path.exists(real + name[len(alias):]):
+            logger.info("%s: using %s (where training writes it)", name, real + name[len(alias):])
+            return real + name[len(alias):]
+    return name
+
+
 def backend_from_args(args: argparse.Namespace):
     """The generation backend the flags name (models.generation.build_backend)."""
     from models.generation import build_backend
 
     if args.use_api:
         return build_backend(args.backend, use_api=True)
+    model = local_model_path(args.backend)
     engine = args.engine
     if engine == "auto":
         from models.generation import _vllm_usable
 
         engine = "vllm" if _vllm_usable() else "hf"
     if engine == "vllm":
-        return build_backend(args.backend, engine="vllm", tensor_parallel_size=args.vllm_tensor_parallel_size,
+        return build_backend(model, engine="vllm", tensor_parallel_size=args.vllm_tensor_parallel_size,
                              gpu_memory_utilization=args.vllm_gpu_memory_utilization)
-    return build_backend(args.backend, engine="hf", device=args.device, batch_size=args.batch_size)
+    return build_backend(model, engine="hf", device=args.device, batch_size=args.batch_size)
 
 
 def stop_strings(args: argparse.Namespace) -> list[str]:

@@ -136,3 +136,15 @@ def test_two_shards_merged_equal_one_run(tmp_path, tiny_model_dir, data_dir):
     merged = lines(merged_path)
     assert [r["id"] for r in merged] == [f"TinyCode/test/{i}" for i in range(5)]  # data order
     assert sorted(merged, key=lambda r: r["id"]) == sorted(whole, key=lambda r: r["id"])
+
+
+def test_readme_checkpoint_aliases_resolve(tmp_path, monkeypatch):
+    from experiment.common import local_model_path
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "models/ckpts/grpo/X/1").mkdir(parents=True)
+    (tmp_path / "rms/ckpts/X/1").mkdir(parents=True)
+    assert local_model_path("ckpts/grpo/X/1") == "models/ckpts/grpo/X/1"
+    assert local_model_path("ckpts/rm/X/1") == "rms/ckpts/X/1"
+    assert local_model_path("ckpts/grpo/Y/1") == "ckpts/grpo/Y/1"  # nothing there: left as given
+    assert local_model_path("Qwen/Qwen2.5-Coder-7B-Instruct") == "Qwen/Qwen2.5-Coder-7B-Instruct"
