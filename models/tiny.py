@@ -1,6 +1,6 @@
 """The tiny policy: a small Qwen2 trained on TinyCode on CPU in a few minutes, with no download.
 
-    python -m models.tiny [--output models/ckpts/tiny-coder] [--steps 500] [--seed 0] [--threads 2] \
+    python -m models.tiny [--output models/ckpts/tiny-coder] [--steps 500] [--seed 0] [--threads 1] \
         [--eval_n 4] [--if_missing]
 
 reads `data/TinyCode/{train,test}.jsonl` (generated first, seed 0, when missing), trains a
@@ -97,7 +97,9 @@ class TinyPolicyArguments:
     heads: int = field(default=4, metadata={"help": "attention heads"})
     kv_heads: int = field(default=2, metadata={"help": "key/value heads"})
     seed: int = field(default=0, metadata={"help": "seed of the initialisation, batch order and evaluation samples"})
-    threads: int = field(default=2, metadata={"help": "torch CPU threads (set explicitly: OMP_NUM_THREADS may be 1)"})
+    threads: int = field(default=1, metadata={
+        "help": "torch CPU threads (set explicitly, whatever OMP_NUM_THREADS says); 1 because with 2 threads a step "
+                "took 8x longer whenever another process was busy on this 2-core machine"})
     log_every: int = field(default=50, metadata={"help": "print the mean loss every this many steps"})
     max_train_problems: int = field(default=0, metadata={"help": "use only the first N train problems (0: all)"})
     eval_n: int = field(default=4, metadata={"help": "samples per test problem for pass@1 (0: no evaluation)"})
@@ -248,7 +250,7 @@ def evaluate(model_dir: str, problems, args: TinyPolicyArguments) -> dict:
     generation_s = time.time() - started
     items = [(problem, [problem.init_state + benchmark.extract_code(g.text) for g in output.generations])
              for problem, output in zip(problems, outputs)]
-    with Sandbox(workers=args.threads) as sandbox:
+    with Sandbox() as sandbox:  # one worker per core: generation is over, the cores are free
         verdicts = verify(sandbox, benchmark, items)
     rewards = [[verdict.reward for verdict in group] for group in verdicts]
     statuses: dict[str, int] = {}
@@ -298,8 +300,8 @@ def main(argv: list[str] | None = None) -> dict:
         logger.info("%s exists: nothing to do (--if_missing)", args.output)
         return {}
     torch.set_num_threads(args.threads)
+    _remove_stale_folders(args.output)
     folder = f"{args.output.rstrip(os.sep)}.tmp-{os.getpid()}"
-    shutil.rmtree(folder, ignore_errors=True)
     os.makedirs(folder)
     try:
         write_json(os.path.join(folder, "training_args.json"), asdict(args))
@@ -314,6 +316,27 @@ def main(argv: list[str] | None = None) -> dict:
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     return figures
+
+
+def _remove_stale_folders(output: str) -> None:
+    """Temporary folders of runs that were killed (their process is gone)."""
+    import glob
+
+    for folder in glob.glob(f"{glob.escape(output.rstrip(os.sep))}.tmp-*"):
+        pid = folder.rsplit("-", 1)[-1]
+        if pid.isdigit() and not _alive(int(pid)):
+            logger.info("removing %s, left by a killed run", folder)
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _replace(folder: str, output: str) -> None:
