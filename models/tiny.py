@@ -349,6 +349,11 @@ def _replace(folder: str, output: str) -> None:
 
 
 if __name__ == "__main__":
+    from data.jsonl import DataError
+
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    figures = main()
+    try:
+        figures = main()
+    except DataError as error:  # a missing or malformed data file: one line, no traceback
+        sys.exit(f"error: {error}")
     print(json.dumps({key: value for key, value in figures.items() if key != "loss_curve"}))

@@ -124,3 +124,15 @@ def test_same_seed_same_policy(trained, tmp_path):
     first, second = (load_file(os.path.join(folder, "model.safetensors")) for folder in (output, again))
     assert first.keys() == second.keys() and all(first[name].equal(second[name]) for name in first)
     assert open(os.path.join(output, "tokenizer.json")).read() == open(os.path.join(again, "tokenizer.json")).read()
+
+
+def test_bad_data_file_is_one_line_error(tmp_path):
+    import subprocess
+    import sys
+
+    (tmp_path / "train.jsonl").write_text('{"task_id": "TinyCode/train/0"}\n')
+    run = subprocess.run([sys.executable, "-m", "models.tiny", "--data_directory", str(tmp_path), "--output",
+                          str(tmp_path / "policy")], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 1
+    assert run.stderr.strip().splitlines()[-1] == f"error: {tmp_path / 'train.jsonl'}:1: missing field 'prompt'"
+    assert sorted(os.listdir(tmp_path)) == ["train.jsonl"]
