@@ -41,11 +41,11 @@ from experiment.common import (
     add_generation_args,
     add_problem_args,
     backend_from_args,
-    check_shards,
+    check_run_args,
     idx_list,
     local_model_path,
+    plan_run,
     problem_seed,
-    select_problems,
     stop_strings,
 )
 from prompts import extract_code, format_prompt
@@ -265,18 +265,12 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     outputs = output_paths(args)
     try:
-        check_shards(args)
-        benchmark = get_benchmark(args.domain)
-        args.file = args.file or (benchmark.eval_file if not args.directory else None)
-        if args.exec_python and not os.access(args.exec_python, os.X_OK):
-            raise DataError(args.exec_python, None, "--exec_python is not an executable interpreter")
-        problems = select_problems(benchmark.load(args.directory, args.file), args.idx_list, args.num_shards,
-                                   args.shard_id)
-        done = read_done(outputs["completions"], vars(args), RESULT_ARGS)
+        check_run_args(args)
+        args.file = args.file or (get_benchmark(args.domain).eval_file if not args.directory else None)
+        problems, done = plan_run(args, outputs["completions"], RESULT_ARGS)
     except (DataError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    write_json(outputs["completions"] + ".args.json", vars(args))
     todo = [problem for problem in problems if problem.id not in done]
     logger.info("%s %s: %d problems to answer, %d already answered", args.method, args.domain, len(todo), len(done))
     try:

@@ -176,3 +176,52 @@ def stop_strings(args: argparse.Namespace) -> list[str]:
     from prompts import get_stop_strings
 
     return args.stop if args.stop else get_stop_strings(args.domain)
+
+
+# -- a stage's run: what is left to do, and the run itself ------------------------------------------
+
+def check_run_args(args: argparse.Namespace) -> None:
+    """One-line errors for the shard and interpreter flags every stage has."""
+    check_shards(args)
+    if args.exec_python and not os.access(args.exec_python, os.X_OK):
+        raise DataError(args.exec_python, None, "--exec_python is not an executable interpreter")
+
+
+def plan_run(args: argparse.Namespace, output: str, result_args: Sequence[str]) -> tuple[list[Problem], dict]:
+    """The problems this run (or shard) covers and the records `output` already holds; writes the
+    arguments beside the output. Raises DataError on bad input or arguments that differ from the
+    earlier run's."""
+    from data.jsonl import read_done, write_json
+    from data.registry import get_benchmark
+
+    problems = select_problems(get_benchmark(args.domain).load(args.directory, args.file), args.idx_list,
+                               args.num_shards, args.shard_id)
+    done = read_done(output, vars(args), result_args)
+    write_json(output + ".args.json", vars(args))
+    return problems, done
+
+
+def run_stage(args: argparse.Namespace, output: str, result_args: Sequence[str], check, run) -> int:
+    """A generating stage's main: `check(args)`, then `run(args, todo, output)` on the problems not yet
+    in `output`. Exit 2 with one line on bad input, 1 when the sandbox cannot run (finished lines are
+    kept: a rerun resumes), else 0 with the output path printed."""
+    import sys
+
+    from evaluation.execution import SandboxError
+
+    try:
+        check(args)
+        problems, done = plan_run(args, output, result_args)
+    except (DataError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    todo = [problem for problem in problems if problem.id not in done]
+    logger.info("%s: %d problems to run, %d already in %s", args.domain, len(todo), len(done), output)
+    if todo:
+        try:
+            run(args, todo, output)
+        except SandboxError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+    print(output)
+    return 0

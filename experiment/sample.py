@@ -18,25 +18,24 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 
-from data.jsonl import DataError, JsonlAppender, read_done, write_json
+from data.jsonl import JsonlAppender
 from data.records import Problem
 from data.registry import get_benchmark
-from evaluation.execution import Sandbox, SandboxError
+from evaluation.execution import Sandbox
 from evaluation.verifier import verify
 from experiment import paths
 from experiment.common import (
     add_generation_args,
     add_problem_args,
     backend_from_args,
-    check_shards,
+    check_run_args,
     idx_list,
     problem_seed,
-    select_problems,
+    run_stage,
     stop_strings,
 )
 from prompts import extract_code, format_prompt
@@ -146,28 +145,7 @@ def run(args: argparse.Namespace, problems: list[Problem], output: str) -> None:
 def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     args = parse_args(argv)
-    output = output_path(args)
-    try:
-        check_shards(args)
-        if args.exec_python and not os.access(args.exec_python, os.X_OK):
-            raise DataError(args.exec_python, None, "--exec_python is not an executable interpreter")
-        problems = select_problems(get_benchmark(args.domain).load(args.directory, args.file), args.idx_list,
-                                   args.num_shards, args.shard_id)
-        done = read_done(output, vars(args), RESULT_ARGS)
-    except (DataError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    write_json(output + ".args.json", vars(args))
-    todo = [problem for problem in problems if problem.id not in done]
-    logger.info("%s: %d problems to sample (n=%d), %d already in %s", args.domain, len(todo), args.n, len(done), output)
-    if todo:
-        try:
-            run(args, todo, output)
-        except SandboxError as exc:  # finished lines are kept; a rerun resumes
-            print(f"error: {exc}", file=sys.stderr)
-            return 1
-    print(output)
-    return 0
+    return run_stage(args, output_path(args), RESULT_ARGS, check_run_args, run)
 
 
 if __name__ == "__main__":

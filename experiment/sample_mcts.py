@@ -23,22 +23,21 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from collections import Counter
 
-from data.jsonl import DataError, JsonlAppender, read_done, write_json
+from data.jsonl import DataError, JsonlAppender
 from data.registry import get_benchmark
-from evaluation.execution import Sandbox, SandboxError
+from evaluation.execution import Sandbox
 from evaluation.verifier import verify
 from experiment import paths
 from experiment.common import (
     add_generation_args,
     add_problem_args,
     backend_from_args,
-    check_shards,
+    check_run_args,
     idx_list,
-    select_problems,
+    run_stage,
     stop_strings,
 )
 from experiment.mcts_batch import SearchConfig, run_searches
@@ -88,9 +87,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def check_settings(args: argparse.Namespace) -> None:
     """One-line errors for settings no search can run with."""
-    check_shards(args)
-    if args.exec_python and not os.access(args.exec_python, os.X_OK):
-        raise DataError(args.exec_python, None, "--exec_python is not an executable interpreter")
+    check_run_args(args)
     for name in ("num_sample", "num_decision", "max_active", "leaves_per_tree"):
         if getattr(args, name) < 1:
             raise DataError(f"--{name}", None, f"must be at least 1, got {getattr(args, name)}")
@@ -158,26 +155,7 @@ def run(args: argparse.Namespace, problems: list, output: str) -> Counter:
 def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     args = parse_args(argv)
-    output = output_path(args)
-    try:
-        check_settings(args)
-        problems = select_problems(get_benchmark(args.domain).load(args.directory, args.file), args.idx_list,
-                                   args.num_shards, args.shard_id)
-        done = read_done(output, vars(args), RESULT_ARGS)
-    except (DataError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    write_json(output + ".args.json", vars(args))
-    todo = [problem for problem in problems if problem.id not in done]
-    logger.info("%s: %d problems to search, %d already in %s", args.domain, len(todo), len(done), output)
-    if todo:
-        try:
-            run(args, todo, output)
-        except SandboxError as exc:  # finished lines are kept; a rerun resumes
-            print(f"error: {exc}", file=sys.stderr)
-            return 1
-    print(output)
-    return 0
+    return run_stage(args, output_path(args), RESULT_ARGS, check_settings, run)
 
 
 if __name__ == "__main__":
