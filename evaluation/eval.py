@@ -44,6 +44,7 @@ from experiment.common import (
     check_run_args,
     idx_list,
     local_model_path,
+    none_or_float,
     plan_run,
     problem_seed,
     stop_strings,
@@ -70,7 +71,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--rm_type", default="prm", choices=("prm", "orm"),
                         help="MCTS: prm = VM-MCTS (the model values every new node), orm = ORM-MCTS")
     parser.add_argument("--max_length", type=int, default=2048, help="reward model input tokens")
-    parser.add_argument("--time_limit", type=lambda text: None if text == "None" else float(text), default=None,
+    parser.add_argument("--time_limit", type=none_or_float, default=None,
                         help="seconds per search (with --iteration_limit: whichever comes first)")
     parser.add_argument("--iteration_limit", type=int, default=15, help="selections per search; 0: no limit")
     parser.add_argument("--num_decision", type=int, default=3, help="visible children per expanded node")

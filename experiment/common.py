@@ -31,6 +31,11 @@ def int_or_float(text: str) -> int | float:
         return float(text)
 
 
+def none_or_float(text: str) -> float | None:
+    """`None` (the original's printed default, e.g. of --time_limit) or a number."""
+    return None if text == "None" else float(text)
+
+
 def parse_value(text: str):
     """A `--kwargs` value: all digits -> int, digits.digits -> float, true/false -> bool, else str."""
     if re.fullmatch(r"-?\d+", text):

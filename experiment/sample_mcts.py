@@ -37,6 +37,7 @@ from experiment.common import (
     backend_from_args,
     check_run_args,
     idx_list,
+    none_or_float,
     run_stage,
     stop_strings,
 )
@@ -49,10 +50,6 @@ RESULT_ARGS = ("domain", "directory", "file", "backend", "use_api", "engine", "l
                "stop", "do_not_format", "kwargs", "seed", "timeout", "num_shards", "shard_id", "time_limit",
                "iteration_limit", "num_sample", "num_decision", "exploration_constant", "eps", "use_thought",
                "value_targets", "mc_rollouts", "leaves_per_tree")
-
-
-def none_or_float(text: str) -> float | None:
-    return None if text == "None" else float(text)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
