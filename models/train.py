@@ -22,7 +22,7 @@ import json
 import logging
 import sys
 
-from data.jsonl import JsonlAppender
+from data.jsonl import DataError, JsonlAppender
 from models.training import (
     build_parser,
     configure_logging,
@@ -102,7 +102,10 @@ def main(argv: list[str] | None = None) -> int:
 
     configure_logging()
     mode = read_mode(argv)
-    config, script = split_namespace(config_class(mode), build_arguments(mode).parse_args(argv))
+    try:
+        config, script = split_namespace(config_class(mode), build_arguments(mode).parse_args(argv))
+    except ValueError as exc:  # settings the trainer's config rejects
+        raise DataError("arguments", None, str(exc)) from None
     if script.test_pth:
         config.eval_strategy, config.eval_steps, config.do_eval = "steps", config.save_steps, True
     prepare_report_to(config.report_to)
@@ -127,4 +130,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except DataError as exc:  # bad training data: one line naming the file, line and field
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)

@@ -23,6 +23,7 @@ import logging
 import os
 import sys
 
+from data.jsonl import DataError
 from models.rewards import CodeReward
 from models.training import (
     build_parser,
@@ -109,7 +110,10 @@ def main(argv: list[str] | None = None) -> int:
     from trl import GRPOConfig, GRPOTrainer
 
     configure_logging()
-    config, script = split_namespace(GRPOConfig, build_arguments().parse_args(argv))
+    try:
+        config, script = split_namespace(GRPOConfig, build_arguments().parse_args(argv))
+    except ValueError as exc:  # settings GRPOConfig rejects, e.g. a batch not divisible by num_generations
+        raise DataError("arguments", None, str(exc)) from None
     prepare_report_to(config.report_to)
     resume = resolve_checkpoint(config.resume_from_checkpoint, script.save_dir)
     tokenizer = AutoTokenizer.from_pretrained(script.model, padding_side="left")
@@ -134,4 +138,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except DataError as exc:  # bad training data: one line naming the file, line and field
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)

@@ -265,3 +265,26 @@ def test_accelerate_launch_with_zero2_on_cpu(rest):
     assert (save_dir / "checkpoint-2" / "global_step2").is_dir()  # a DeepSpeed engine checkpoint
     assert [entry["step"] for entry in log_history(save_dir) if "loss" in entry] == [1, 2]
     assert_loads_and_generates(save_dir)
+
+
+@pytest.mark.slow
+def test_empty_data_is_one_line_error(tmp_path, tiny_model_dir):
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    data = tmp_path / "grpo.jsonl"
+    data.write_text("")
+    done = subprocess.run([sys.executable, str(REPO / "models" / "train_grpo.py"), str(tiny_model_dir),
+                           str(tmp_path / "out"), str(data), "--report_to", "none", "--num_generations", "4"],
+                          capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1] == f"error: {data}: no training records"
+    assert "Traceback" not in done.stderr
+    default_batch = subprocess.run([sys.executable, str(REPO / "models" / "train_grpo.py"), str(tiny_model_dir),
+                                    str(tmp_path / "out"), str(data), "--report_to", "none"],
+                                   capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert default_batch.returncode == 2 and "divisible by num_generations" in default_batch.stderr
+    assert "Traceback" not in default_batch.stderr
