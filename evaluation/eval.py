@@ -145,7 +145,8 @@ class Answerer:
             outputs = self.sample(problems, self.args.num_sample, f"best-of-n-{round_index}")
             for problem, output, answer in zip(problems, outputs, answers):
                 programs = programs_of(problem, output)
-                scores = self.scorer.score([problem.prompt] * len(programs), programs)
+                # scored as the reward model was trained: whole programs end with one newline
+                scores = self.scorer.score([problem.prompt] * len(programs), [p.rstrip() + "\n" for p in programs])
                 answer["completions"].append(programs[max(range(len(programs)), key=scores.__getitem__)])
                 answer["samples"] += len(programs)
                 answer["token_usage"] += usage(output, len(programs))

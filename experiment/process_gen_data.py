@@ -171,7 +171,9 @@ def sft_records(item: dict, domain: str, args: argparse.Namespace) -> list[dict]
 def orm_records(item: dict, domain: str, args: argparse.Namespace) -> list[dict]:
     """An outcome reward model's data: every whole program with its final reward (value-data records,
     the raw problem text as prompt), to set beside the value model trained on MCTS states."""
-    return [{"prompt": item["prompt"], "answer": completion["formatted_completion"], "reward": completion["reward"]}
+    # whole programs end with one newline, as the MCTS programs and states a value model sees do
+    return [{"prompt": item["prompt"], "answer": completion["formatted_completion"].rstrip() + "\n",
+             "reward": completion["reward"]}
             for completion in (item.get("result") or {}).get("completions") or []]
 
 
