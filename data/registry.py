@@ -110,10 +110,13 @@ def is_problem_file(path: str) -> bool:
     `experiment.collect_grpo_data` writes them) rather than a benchmark's own layout."""
     if not path.endswith((".jsonl", ".jsonl.gz")):
         return False
-    from data.jsonl import read_jsonl
+    from data.jsonl import DataError, read_jsonl
 
-    for _, record in read_jsonl(path):
-        return all(name in record for name in PROBLEM_FIELDS)
+    try:
+        for _, record in read_jsonl(path):
+            return all(name in record for name in PROBLEM_FIELDS)
+    except DataError:  # not one object per line (e.g. a JSON array): the benchmark's reader decides
+        return False
     return False
 
 
