@@ -163,3 +163,22 @@ def test_budget_plot(tmp_path):
     missing = subprocess.run([sys.executable, "-m", "evaluation.plot", str(tmp_path / "none.jsonl")], env=ENV,
                              capture_output=True, text=True)
     assert missing.returncode == 2 and "no such results file" in missing.stderr
+
+
+@pytest.mark.parametrize("rm_class", ["skywork", "qwen"])
+def test_best_of_n_with_third_party_reward_model_shapes(tmp_path, data_dir, tiny_model_dir, rm_class):
+    """A Skywork-style sequence-classification ORM and a Qwen2.5-Math-PRM-style step-probability PRM,
+    each a tiny local model of the same head, choose the answers of best-of-N."""
+    from rms.value_models import PRM_STEP_TOKEN
+    from tests.value_fixtures import build_tiny_lm
+
+    if rm_class == "skywork":
+        reward_model = build_tiny_lm(tmp_path / "orm", head="sequence", num_labels=1)
+    else:
+        reward_model = build_tiny_lm(tmp_path / "prm", extra_tokens=(PRM_STEP_TOKEN,), head="token", num_labels=2)
+    results = run(tmp_path, *eval_flags(data_dir, "--backend", str(tiny_model_dir), "--n", "1", "--num_sample", "3",
+                                        "--rm_backend", str(reward_model), "--rm_class", rm_class, "--rm_type", "orm",
+                                        "--idx_list", "0", "1"))
+    assert results["n_problems"] == 2 and results["samples_per_problem"] == 3
+    directory = tmp_path / paths.eval_dir("TinyCode", "Common", str(tiny_model_dir))
+    assert any(f"_{rm_class}_orm_sample_3_" in name for name in os.listdir(directory))
