@@ -24,8 +24,7 @@ import sys
 
 from data.jsonl import DataError, read_jsonl, require, write_json, write_jsonl
 from experiment import paths
-from experiment.common import int_or_float
-from experiment.process_gen_data import CODE_DOMAINS, domain_list
+from experiment.process_gen_data import CODE_DOMAINS, add_grpo_data_args, domain_list
 
 GRPO_FIELDS = ("prompt", "init_state", "partial_state", "domain", "test", "id")
 
@@ -34,13 +33,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--domains", default=",".join(CODE_DOMAINS), help="comma-separated domains")
     parser.add_argument("--backend", default="gpt-4o-mini", help="the sampling run's model (selects the files)")
-    parser.add_argument("--temperature", type=float, default=0.7)
-    parser.add_argument("--max_tokens", type=int, default=1024)
-    parser.add_argument("--std_accept_threshold_grpo", type=float, default=0.05)
-    parser.add_argument("--completion_accept_threshold_grpo", type=float, default=0.9)
-    parser.add_argument("--n_sample", type=int_or_float, default=0.5)
-    parser.add_argument("--alpha", type=float, default=0.95)
-    parser.add_argument("--extract_all_lines", action="store_true")
+    add_grpo_data_args(parser)
     return parser.parse_args(argv)
 
 

@@ -52,18 +52,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--method", default="Common", choices=("Common", "MCTS"))
     parser.add_argument("--mode", default="grpo", choices=("grpo", "dpo", "sft", "orm"),
                         help="Common only (orm: every program with its final reward, for an outcome reward model)")
-    parser.add_argument("--temperature", type=float, default=0.7, help="the sampling run's temperature")
-    parser.add_argument("--max_tokens", type=int, default=1024, help="the sampling run's max_tokens")
-    parser.add_argument("--std_accept_threshold_grpo", type=float, default=0.05,
-                        help="drop problems whose reward std is below this")
-    parser.add_argument("--completion_accept_threshold_grpo", type=float, default=0.9,
-                        help="build prefixes only from a best program scoring at least this")
+    add_grpo_data_args(parser)
     parser.add_argument("--completion_accept_threshold_sft", type=float, default=0.9,
                         help="SFT keeps programs scoring at least this")
-    parser.add_argument("--n_sample", type=int_or_float, default=0.5,
-                        help="prefixes per kept problem: int k, float ratio in (0, 1] of its lines, <= 0 basic")
-    parser.add_argument("--extract_all_lines", action="store_true", help="keep every prefix (mode all)")
-    parser.add_argument("--alpha", type=float, default=0.95, help="prefix length j drawn with weight alpha^(j-1)")
     parser.add_argument("--do_aggregate", action="store_true", help="also write the concatenation under All/")
     parser.add_argument("--seed", type=int, default=0, help="seed of the prefix draws")
     mcts = parser.add_argument_group("MCTS file selectors (must match the sample_mcts run)")
@@ -86,6 +77,20 @@ def parse_args(argv=None) -> argparse.Namespace:
     if isinstance(args.n_sample, float) and args.n_sample > 1 and not args.extract_all_lines:
         parser.error("--n_sample as a ratio must be in (0, 1]")
     return args
+
+
+def add_grpo_data_args(parser: argparse.ArgumentParser) -> None:
+    """The flags that select a sampling run's files and name its GRPO data (shared with collect_grpo_data)."""
+    parser.add_argument("--temperature", type=float, default=0.7, help="the sampling run's temperature")
+    parser.add_argument("--max_tokens", type=int, default=1024, help="the sampling run's max_tokens")
+    parser.add_argument("--std_accept_threshold_grpo", type=float, default=0.05,
+                        help="drop problems whose reward std is below this")
+    parser.add_argument("--completion_accept_threshold_grpo", type=float, default=0.9,
+                        help="build prefixes only from a best program scoring at least this")
+    parser.add_argument("--n_sample", type=int_or_float, default=0.5,
+                        help="prefixes per kept problem: int k, float ratio in (0, 1] of its lines, <= 0 basic")
+    parser.add_argument("--extract_all_lines", action="store_true", help="keep every prefix (mode all)")
+    parser.add_argument("--alpha", type=float, default=0.95, help="prefix length j drawn with weight alpha^(j-1)")
 
 
 def domain_list(text: str) -> list[str]:
