@@ -213,7 +213,8 @@ def table(work: str, results: dict[str, str], policies: dict[str, str], elapsed:
               f"half-width is {widest:.3f}: differences smaller than that are not resolved here, and that is wider "
               "than most effects the paper reports (a few points), so this table shows the method running end to "
               "end, not the paper's effect sizes.",
-              f"Measured on this machine in {elapsed / 60:.1f} minutes (the demo's own steps)."]
+              f"Measured on this machine: {elapsed / 60:.1f} minutes from the demo's start (training the tiny "
+              "policy included when it was absent; installation not included)."]
     return "\n".join(lines), {"rows": rows, "zero_std_fraction": zero_std, "widest_half_width": widest,
                               "elapsed_s": round(elapsed, 1)}
 
