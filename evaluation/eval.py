@@ -40,11 +40,11 @@ from experiment import paths
 from experiment.common import (
     add_generation_args,
     add_problem_args,
+    add_search_args,
     backend_from_args,
     check_run_args,
     idx_list,
     local_model_path,
-    none_or_float,
     plan_run,
     problem_seed,
     stop_strings,
@@ -71,13 +71,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--rm_type", default="prm", choices=("prm", "orm"),
                         help="MCTS: prm = VM-MCTS (the model values every new node), orm = ORM-MCTS")
     parser.add_argument("--max_length", type=int, default=2048, help="reward model input tokens")
-    parser.add_argument("--time_limit", type=none_or_float, default=None,
-                        help="seconds per search (with --iteration_limit: whichever comes first)")
-    parser.add_argument("--iteration_limit", type=int, default=15, help="selections per search; 0: no limit")
-    parser.add_argument("--num_decision", type=int, default=3, help="visible children per expanded node")
-    parser.add_argument("--exploration_constant", type=float, default=0.1, help="c in UCT")
-    parser.add_argument("--eps", type=float, default=0.1, help="added to child visits in the UCT denominator")
-    parser.add_argument("--num_sample", type=int, default=5, help="samples per expansion, or N of best-of-N")
+    add_search_args(parser, "MCTS (and best-of-N's --num_sample)", iteration_limit=15, exploration_constant=0.1)
     parser.add_argument("--policy_device", default=None, help="hf policy device (default cuda when visible)")
     parser.add_argument("--rm_device", default=None, help="reward model device (default: the policy's)")
     parser.add_argument("--max_active", type=int, default=16, help="MCTS: problems searched at once")

@@ -111,6 +111,22 @@ def add_generation_args(parser: argparse.ArgumentParser, n_default: int = 5) -> 
     parser.add_argument("--timeout", type=float, default=None, help="seconds per program (default: the benchmark's)")
 
 
+def add_search_args(parser: argparse.ArgumentParser, title: str = "MCTS", iteration_limit: int = 100,
+                    exploration_constant: float = 0.2):
+    """The tree-search settings (sample_mcts, process_gen_data's file selectors, eval: defaults differ)."""
+    group = parser.add_argument_group(title)
+    group.add_argument("--time_limit", type=none_or_float, default=None,
+                       help="seconds of search per problem (None: no limit); the first limit reached stops")
+    group.add_argument("--iteration_limit", type=int, default=iteration_limit,
+                       help="selections per problem (0: no limit)")
+    group.add_argument("--num_sample", type=int, default=5,
+                       help="completions sampled per expansion (evaluation: also the N of best-of-N)")
+    group.add_argument("--num_decision", type=int, default=3, help="visible children kept per expanded node")
+    group.add_argument("--exploration_constant", type=float, default=exploration_constant, help="c in UCT")
+    group.add_argument("--eps", type=float, default=0.1, help="added to the child's visits in the UCT denominator")
+    return group
+
+
 def check_shards(args: argparse.Namespace) -> None:
     if args.num_shards < 1 or not 0 <= args.shard_id < args.num_shards:
         raise DataError("--shard_id", None, f"needs 0 <= shard_id < num_shards, got {args.shard_id} of "

@@ -36,7 +36,7 @@ import numpy as np
 from data.jsonl import DataError, read_jsonl, write_json, write_jsonl
 from data.registry import domains, get_benchmark
 from experiment import paths
-from experiment.common import int_or_float, none_or_float, problem_seed
+from experiment.common import add_search_args, int_or_float, problem_seed
 
 logger = logging.getLogger("experiment.process_gen_data")
 # `--domain code`: the paper's training domains, in the original's order
@@ -57,13 +57,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="SFT keeps programs scoring at least this")
     parser.add_argument("--do_aggregate", action="store_true", help="also write the concatenation under All/")
     parser.add_argument("--seed", type=int, default=0, help="seed of the prefix draws")
-    mcts = parser.add_argument_group("MCTS file selectors (must match the sample_mcts run)")
-    mcts.add_argument("--time_limit", type=none_or_float, default=None)
-    mcts.add_argument("--iteration_limit", type=int, default=100)
-    mcts.add_argument("--num_sample", type=int, default=5)
-    mcts.add_argument("--num_decision", type=int, default=3)
-    mcts.add_argument("--exploration_constant", type=float, default=0.2)
-    mcts.add_argument("--eps", type=float, default=0.1)
+    mcts = add_search_args(parser, "MCTS file selectors (must match the sample_mcts run)")
     mcts.add_argument("--use_thought", action="store_true")
     mcts.add_argument("--value_targets", default="tree", choices=("tree", "mc"),
                       help="tree: expanded states with their tree values; mc: line prefixes with their "

@@ -34,10 +34,10 @@ from experiment import paths
 from experiment.common import (
     add_generation_args,
     add_problem_args,
+    add_search_args,
     backend_from_args,
     check_run_args,
     idx_list,
-    none_or_float,
     run_stage,
     stop_strings,
 )
@@ -57,14 +57,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     add_problem_args(parser)
     add_generation_args(parser)
-    mcts = parser.add_argument_group("MCTS")
-    mcts.add_argument("--time_limit", type=none_or_float, default=None,
-                      help="seconds of search per problem (None: no limit); the first limit reached stops")
-    mcts.add_argument("--iteration_limit", type=int, default=100, help="selections per problem (0: no limit)")
-    mcts.add_argument("--num_sample", type=int, default=5, help="completions sampled per expansion")
-    mcts.add_argument("--num_decision", type=int, default=3, help="visible children kept per expanded node")
-    mcts.add_argument("--exploration_constant", type=float, default=0.2, help="c in UCT")
-    mcts.add_argument("--eps", type=float, default=0.1, help="added to the child's visits in the UCT denominator")
+    mcts = add_search_args(parser)
     mcts.add_argument("--use_thought", action="store_true", help="two-stage think/act sampling (not supported)")
     mcts.add_argument("--stop_think", type=str, default=None, help="stop strings of thoughts (with --use_thought)")
     mcts.add_argument("--max_thought_tokens", type=int, default=128, help="thought length (with --use_thought)")
