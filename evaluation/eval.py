@@ -38,6 +38,8 @@ from evaluation.execution import SandboxError
 from evaluation.metrics import STRICT_THRESHOLD, pass_at_k, summarize
 from experiment import paths
 from experiment.common import (
+    GENERATION_RESULT_ARGS,
+    SEARCH_RESULT_ARGS,
     add_generation_args,
     add_problem_args,
     add_search_args,
@@ -49,13 +51,11 @@ from experiment.common import (
     problem_seed,
     stop_strings,
 )
-from prompts import extract_code, format_prompt
+from prompts import format_prompt, formatted_completion
 
 logger = logging.getLogger("evaluation.eval")
-RESULT_ARGS = ("method", "domain", "directory", "file", "backend", "use_api", "engine", "n", "temperature",
-               "max_tokens", "stop", "do_not_format", "kwargs", "seed", "rm_backend", "rm_class", "rm_type",
-               "max_length", "num_sample", "time_limit", "iteration_limit", "num_decision", "exploration_constant",
-               "eps", "num_shards", "shard_id")
+RESULT_ARGS = (*GENERATION_RESULT_ARGS, *SEARCH_RESULT_ARGS, "method", "n", "rm_backend", "rm_class", "rm_type",
+               "max_length")
 PASS_KS = (1, 2, 5, 10, 20, 50, 100)
 
 
@@ -97,7 +97,7 @@ def output_paths(args: argparse.Namespace) -> dict[str, str]:
 # -- answers ----------------------------------------------------------------------------------------------
 
 def programs_of(problem: Problem, output) -> list[str]:
-    return [problem.init_state + extract_code(problem.domain, g.text).rstrip() for g in output.generations]
+    return [formatted_completion(problem.domain, problem.init_state, g.text) for g in output.generations]
 
 
 def usage(output, n: int) -> Counter:
@@ -159,7 +159,7 @@ class Answerer:
                                   temperature=args.temperature, max_tokens=args.max_tokens, stop=self.stop,
                                   rm_type=args.rm_type, max_active=args.max_active,
                                   seed=problem_seed(args.seed, "mcts", str(round_index)),
-                                  seed_per_prompt=type(self.policy).__name__ != "HFBackend")
+                                  seed_per_prompt=self.policy.batches_seeded_prompts)
 
             def finished(result, last=round_index == args.n - 1) -> None:
                 answer = answers[result.problem.id]

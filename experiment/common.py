@@ -1,6 +1,6 @@
 """What the sampling, tree-search and evaluation stages share: their command-line arguments, which
-problems a run (or one shard of it) covers, per-problem seeds, the backend, and generation with
-verification overlapped.
+problems a run (or one shard of it) covers, per-problem seeds, the backend, and the run skeleton
+(what is left to do, resume, arguments beside the output, exit codes).
 
     problems = select_problems(benchmark.load(args.directory, args.file), args.idx_list,
                                args.num_shards, args.shard_id)
@@ -13,10 +13,13 @@ import hashlib
 import logging
 import os
 import re
+import sys
 from typing import Sequence
 
-from data.jsonl import DataError
+from data.jsonl import DataError, read_done, write_json
 from data.records import Problem
+from data.registry import get_benchmark
+from evaluation.execution import SandboxError
 
 logger = logging.getLogger(__name__)
 
@@ -127,6 +130,13 @@ def add_search_args(parser: argparse.ArgumentParser, title: str = "MCTS", iterat
     return group
 
 
+# arguments of add_problem_args/add_generation_args that change what a stage's line holds: a resumed run
+# must match the earlier one in all of them (each stage adds its own)
+GENERATION_RESULT_ARGS = ("domain", "directory", "file", "backend", "use_api", "engine", "temperature", "max_tokens",
+                          "stop", "do_not_format", "kwargs", "seed", "num_shards", "shard_id")
+SEARCH_RESULT_ARGS = ("time_limit", "iteration_limit", "num_sample", "num_decision", "exploration_constant", "eps")
+
+
 def check_shards(args: argparse.Namespace) -> None:
     if args.num_shards < 1 or not 0 <= args.shard_id < args.num_shards:
         raise DataError("--shard_id", None, f"needs 0 <= shard_id < num_shards, got {args.shard_id} of "
@@ -177,17 +187,12 @@ def local_model_path(name: str) -> str:
 
 def backend_from_args(args: argparse.Namespace):
     """The generation backend the flags name (models.generation.build_backend)."""
-    from models.generation import build_backend
+    from models.generation import build_backend, resolve_engine
 
     if args.use_api:
         return build_backend(args.backend, use_api=True)
     model = local_model_path(args.backend)
-    engine = args.engine
-    if engine == "auto":
-        from models.generation import _vllm_usable
-
-        engine = "vllm" if _vllm_usable() else "hf"
-    if engine == "vllm":
+    if resolve_engine(args.engine) == "vllm":
         return build_backend(model, engine="vllm", tensor_parallel_size=args.vllm_tensor_parallel_size,
                              gpu_memory_utilization=args.vllm_gpu_memory_utilization)
     return build_backend(model, engine="hf", device=args.device, batch_size=args.batch_size)
@@ -212,9 +217,6 @@ def plan_run(args: argparse.Namespace, output: str, result_args: Sequence[str]) 
     """The problems this run (or shard) covers and the records `output` already holds; writes the
     arguments beside the output. Raises DataError on bad input or arguments that differ from the
     earlier run's."""
-    from data.jsonl import read_done, write_json
-    from data.registry import get_benchmark
-
     problems = select_problems(get_benchmark(args.domain).load(args.directory, args.file), args.idx_list,
                                args.num_shards, args.shard_id)
     done = read_done(output, vars(args), result_args)
@@ -226,10 +228,6 @@ def run_stage(args: argparse.Namespace, output: str, result_args: Sequence[str],
     """A generating stage's main: `check(args)`, then `run(args, todo, output)` on the problems not yet
     in `output`. Exit 2 with one line on bad input, 1 when the sandbox cannot run (finished lines are
     kept: a rerun resumes), else 0 with the output path printed."""
-    import sys
-
-    from evaluation.execution import SandboxError
-
     try:
         check(args)
         problems, done = plan_run(args, output, result_args)

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from data.jsonl import JsonlAppender
@@ -29,6 +28,7 @@ from evaluation.execution import Sandbox
 from evaluation.verifier import verify
 from experiment import paths
 from experiment.common import (
+    GENERATION_RESULT_ARGS,
     add_generation_args,
     add_problem_args,
     backend_from_args,
@@ -38,12 +38,11 @@ from experiment.common import (
     run_stage,
     stop_strings,
 )
-from prompts import extract_code, format_prompt
+from prompts import extract_code, format_prompt, formatted_completion
 
 logger = logging.getLogger("experiment.sample")
 # arguments that change what a line holds: a resumed run must match the earlier one in all of them
-RESULT_ARGS = ("domain", "directory", "file", "backend", "use_api", "engine", "low_b", "n", "temperature",
-               "max_tokens", "stop", "do_not_format", "kwargs", "seed", "timeout", "num_shards", "shard_id")
+RESULT_ARGS = (*GENERATION_RESULT_ARGS, "low_b", "n", "timeout")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -67,9 +66,8 @@ def output_path(args: argparse.Namespace) -> str:
 
 
 def completion_record(domain: str, init_state: str, generation) -> dict:
-    formatted_sample = extract_code(domain, generation.text)
-    return {"sample": generation.text, "formatted_sample": formatted_sample,
-            "formatted_completion": init_state + formatted_sample.rstrip(),
+    return {"sample": generation.text, "formatted_sample": extract_code(domain, generation.text),
+            "formatted_completion": formatted_completion(domain, init_state, generation.text),
             "finish_reason": generation.finish_reason, "completion_tokens": generation.completion_tokens}
 
 
@@ -82,15 +80,15 @@ def problem_record(problem: Problem, formatted_prompt: str, output, n: int) -> d
 
 
 class Recorder:
-    """Verifies finished generations on a background thread (the sandbox runs while the model
-    samples the next chunk) and appends each problem's line as soon as its programs are judged."""
+    """Verifies finished generations on one background thread (the sandbox runs while the model
+    samples the next chunk) and appends each problem's line as soon as its programs are judged; only
+    that thread writes the output and the progress bar."""
 
     def __init__(self, sandbox: Sandbox, benchmark, out: JsonlAppender, args: argparse.Namespace, bar):
         self.sandbox, self.benchmark, self.out, self.args, self.bar = sandbox, benchmark, out, args, bar
         self.thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="verify")
         self.pending: list[Future] = []
-        self.lock = threading.Lock()
-        self.rewards: list[float] = []
+        self.reward_sum, self.programs = 0.0, 0
 
     def submit(self, problems: list[Problem], records: list[dict]) -> None:
         while len(self.pending) >= 2:  # bound what a kill can lose and what memory holds
@@ -106,11 +104,11 @@ class Recorder:
             for completion, verdict in zip(record["result"]["completions"], verdicts):
                 completion["reward"] = verdict.reward + self.args.low_b
                 completion["status"] = verdict.status
-            with self.lock:
-                self.out.write(record)
-                self.rewards += [verdict.reward for verdict in verdicts]
-                self.bar.update(1)
-                self.bar.set_postfix(mean_reward=f"{sum(self.rewards) / max(1, len(self.rewards)):.3f}")
+            self.out.write(record)
+            self.reward_sum += sum(verdict.reward for verdict in verdicts)
+            self.programs += len(verdicts)
+            self.bar.update(1)
+            self.bar.set_postfix(mean_reward=f"{self.reward_sum / max(1, self.programs):.3f}")
 
         verify(self.sandbox, self.benchmark, items, self.args.timeout, on_done)
 
@@ -127,7 +125,8 @@ def run(args: argparse.Namespace, problems: list[Problem], output: str) -> None:
     backend = backend_from_args(args)
     tokenizer = getattr(backend, "tokenizer", None)
     stop = stop_strings(args)
-    chunk_size = args.chunk_size or (1 if type(backend).__name__ == "HFBackend" else 32)
+    # per-problem seeds: an engine that batches them gets chunks; one that does not, a problem at a time
+    chunk_size = args.chunk_size or (32 if backend.batches_seeded_prompts else 1)
     with Sandbox(workers=args.workers, exec_python=args.exec_python) as sandbox, JsonlAppender(output) as out, \
             tqdm(total=len(problems), unit="problem", file=sys.stderr) as bar:
         recorder = Recorder(sandbox, benchmark, out, args, bar)

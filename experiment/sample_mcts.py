@@ -32,6 +32,8 @@ from evaluation.execution import Sandbox
 from evaluation.verifier import verify
 from experiment import paths
 from experiment.common import (
+    GENERATION_RESULT_ARGS,
+    SEARCH_RESULT_ARGS,
     add_generation_args,
     add_problem_args,
     add_search_args,
@@ -46,10 +48,8 @@ from prompts import format_prompt
 
 logger = logging.getLogger("experiment.sample_mcts")
 # arguments that change what a line holds: a resumed run must match the earlier one in all of them
-RESULT_ARGS = ("domain", "directory", "file", "backend", "use_api", "engine", "low_b", "temperature", "max_tokens",
-               "stop", "do_not_format", "kwargs", "seed", "timeout", "num_shards", "shard_id", "time_limit",
-               "iteration_limit", "num_sample", "num_decision", "exploration_constant", "eps", "use_thought",
-               "value_targets", "mc_rollouts", "leaves_per_tree")
+RESULT_ARGS = (*GENERATION_RESULT_ARGS, *SEARCH_RESULT_ARGS, "low_b", "timeout", "use_thought", "value_targets",
+               "mc_rollouts", "leaves_per_tree")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -105,8 +105,8 @@ def search_config(args: argparse.Namespace, backend) -> SearchConfig:
         time_limit=args.time_limit, temperature=args.temperature, max_tokens=args.max_tokens,
         stop=stop_strings(args), leaves_per_tree=args.leaves_per_tree, max_active=args.max_active,
         mc_rollouts=args.mc_rollouts, seed=args.seed,
-        # the hf backend samples prompt by prompt under per-prompt seeds: one seed per call keeps batches
-        seed_per_prompt=type(backend).__name__ != "HFBackend")
+        # a backend that samples prompt by prompt under per-prompt seeds gets one seed per call: batches
+        seed_per_prompt=backend.batches_seeded_prompts)
 
 
 def run(args: argparse.Namespace, problems: list, output: str) -> Counter:

@@ -54,6 +54,8 @@ class APIBackend:
     """Completions from an OpenAI-compatible server; `tokenizer` is loaded from a local path when
     one is given (stages need it for chat templates), else None."""
 
+    batches_seeded_prompts = True  # per-request seeds, concurrent requests
+
     def __init__(self, model: str, tokenizer=None, base_url: str | None = None, max_retries: int = 6,
                  backoff_base: float = 1.0, backoff_max: float = 60.0, timeout: float = 300.0,
                  concurrency: int = 16, seed: int = 0):

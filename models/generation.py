@@ -46,6 +46,9 @@ class HFBackend:
     """transformers `generate`, batched with left padding; stop strings end each sequence (the
     text is cut before the first one); a seed makes sampling repeatable on the same machine."""
 
+    # per-prompt seeds make it sample prompt by prompt (callers that need batches pass one seed per call)
+    batches_seeded_prompts = False
+
     def __init__(self, model: str, device: str | None = None, dtype: str = "auto", batch_size: int = 16,
                  tokenizer=None, model_object=None):
         import torch
@@ -140,8 +143,7 @@ def build_backend(model: str, engine: str = "auto", use_api: bool = False, **opt
         from models.api_backend import APIBackend
 
         return APIBackend(model, **options)
-    if engine == "auto":
-        engine = "vllm" if _vllm_usable() else "hf"
+    engine = resolve_engine(engine)
     if engine == "hf":
         return HFBackend(model, **options)
     if engine == "vllm":
@@ -154,6 +156,13 @@ def build_backend(model: str, engine: str = "auto", use_api: bool = False, **opt
 
         return VLLMBackend(model, **options)
     raise ValueError(f"unknown engine {engine!r}: expected auto, hf or vllm")
+
+
+def resolve_engine(engine: str) -> str:
+    """`auto` -> `vllm` when vLLM is installed and a GPU is visible, else `hf`; other names as given."""
+    if engine != "auto":
+        return engine
+    return "vllm" if _vllm_usable() else "hf"
 
 
 def _vllm_usable() -> bool:

@@ -45,6 +45,8 @@ def resolve_tensor_parallel_size(requested: int, gpus: int) -> int:
 class VLLMBackend:
     """vLLM's `LLM` engine; `tokenizer` is the engine's (an HF tokenizer) for chat templates."""
 
+    batches_seeded_prompts = True  # per-request seeds, one batch
+
     def __init__(self, model: str, tensor_parallel_size: int = -1, gpu_memory_utilization: float = 0.9,
                  dtype: str = "auto", enforce_eager: bool = False, max_model_len: int | None = None,
                  enable_prefix_caching: bool = True, trust_remote_code: bool = False, seed: int = 0):

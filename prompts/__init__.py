@@ -6,7 +6,7 @@ from __future__ import annotations
 from prompts.chat import MAGIC_SPLITTER, make_raw_chat_prompt, make_raw_chat_prompt_with_context
 
 __all__ = ["MAGIC_SPLITTER", "make_raw_chat_prompt", "make_raw_chat_prompt_with_context", "format_prompt",
-           "get_stop_strings", "extract_code"]
+           "get_stop_strings", "extract_code", "formatted_completion"]
 
 
 def format_prompt(problem, tokenizer=None, state: str | None = None, do_not_format: bool = False, **kwargs) -> str:
@@ -28,6 +28,16 @@ def get_stop_strings(domain: str) -> list[str]:
     from data.registry import get_benchmark
 
     return list(get_benchmark(domain).stop_strings)
+
+
+def formatted_completion(domain: str, init_state: str, sample: str) -> str:
+    """The whole program a raw sample stands for: the starter code (or partial program) followed by
+    the extracted code, right-stripped (the original's formatted_completion).
+
+    >>> formatted_completion("TinyCode", "def f():\\n", "    return 1\\n```\\nmore")
+    'def f():\\n    return 1'
+    """
+    return init_state + extract_code(domain, sample).rstrip()
 
 
 def extract_code(domain: str, sample: str) -> str:
