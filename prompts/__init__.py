@@ -4,6 +4,7 @@ module under `data/` (they are data and carry over exactly from the original pro
 from __future__ import annotations
 
 from prompts.chat import MAGIC_SPLITTER, make_raw_chat_prompt, make_raw_chat_prompt_with_context
+from prompts.stops import get_stop_strings
 
 __all__ = ["MAGIC_SPLITTER", "make_raw_chat_prompt", "make_raw_chat_prompt_with_context", "format_prompt",
            "get_stop_strings", "extract_code", "formatted_completion"]
@@ -21,13 +22,6 @@ def format_prompt(problem, tokenizer=None, state: str | None = None, do_not_form
     state = problem.init_state if state is None else state
     return make_raw_chat_prompt(benchmark.user_message(problem), benchmark.response_prefix(problem, state),
                                 tokenizer, **kwargs)
-
-
-def get_stop_strings(domain: str) -> list[str]:
-    """The stop strings of a domain (unknown domain: ValueError, as in the original)."""
-    from data.registry import get_benchmark
-
-    return list(get_benchmark(domain).stop_strings)
 
 
 def formatted_completion(domain: str, init_state: str, sample: str) -> str:

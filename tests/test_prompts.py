@@ -96,3 +96,19 @@ def test_bigcodebench_and_ds1000_literals(chat_tokenizer):
                                          "# END SOLUTION", "END SOLUTION", "SOLUTION END"]
     assert extract_code("DS1000", "x.sort()\n### END SOLUTION\nrest</code>") == "x.sort()\n"
     assert extract_code("BigCodeBench", "    return 1\n```\ntext") == "    return 1\n"
+
+
+def test_prompts_stops_is_the_original_import_path():
+    """`from prompts.stops import get_stop_strings` (the original README's path) is the one implementation,
+    with the original's lists for its domains and ValueError for an unknown one."""
+    import prompts
+    from data.registry import domains, get_benchmark
+    from prompts.stops import get_stop_strings as from_stops
+
+    assert from_stops is prompts.get_stop_strings
+    assert len(domains()) >= 8
+    for domain in domains():
+        assert from_stops(domain) == list(get_benchmark(domain).stop_strings)
+    assert from_stops("BigCodeBench") == from_stops("APPS") == ["```"]
+    with pytest.raises(ValueError):
+        from_stops("Nope")
