@@ -1,9 +1,18 @@
 """TinyCode: small Python function-writing problems, generated here, for CPU-scale runs.
 
-    python -m data.tinycode [--seed 0] [--n_train 2000] [--n_test 200] [--directory data/TinyCode]
+    python -m data.tinycode [--seed 0] [--n_train 2000] [--n_test 200] [--directory data/TinyCode] \
+        [--split_fraction 0.45]
 
 writes `train.jsonl` and `test.jsonl` (atomically, with `<file>.args.json` beside them); the same
 seed gives byte-identical files. `generate(seed, n_train, n_test)` returns the records to code.
+The test split is a prefix of any longer one (`--n_test 2400` begins with the 200 of `--n_test
+200`), and the train split does not depend on `n_test`, so more test-distribution problems never
+change what the tiny policy was trained on.
+
+`--split_fraction F` also writes the test split again as two files that share no composition
+(template: source, step kinds in order, reducer): `rl.jsonl` holds the problems of a seeded
+fraction F of the templates, `eval.jsonl` the others. Experiments train on the first (problems
+from the distribution the tiny policy was *not* fine-tuned on) and evaluate on the second.
 
 The tasks
     Every task is a pipeline of building blocks, described one sentence per block:
@@ -436,11 +445,32 @@ def generate(seed: int = 0, n_train: int = 2000, n_test: int = 200) -> tuple[lis
     return train, test
 
 
-def write(directory: str, seed: int = 0, n_train: int = 2000, n_test: int = 200) -> tuple[str, str]:
+def split_by_template(records: list[dict], fraction: float, seed: int) -> tuple[list[dict], list[dict]]:
+    """(records of a seeded `fraction` of the templates, records of the others), each in its input
+    order: no template, hence no composition of blocks, is on both sides.
+
+    >>> rows = [{"template": t} for t in "aabbc"]
+    >>> first, second = split_by_template(rows, 0.5, 0)
+    >>> sorted({r["template"] for r in first} & {r["template"] for r in second})
+    []
+    """
+    templates = sorted({record["template"] for record in records})
+    random.Random(f"split-{seed}").shuffle(templates)
+    chosen = set(templates[:round(fraction * len(templates))])
+    return ([record for record in records if record["template"] in chosen],
+            [record for record in records if record["template"] not in chosen])
+
+
+def write(directory: str, seed: int = 0, n_train: int = 2000, n_test: int = 200,
+          split_fraction: float | None = None) -> tuple[str, str]:
     train, test = generate(seed, n_train, n_test)
     args = {"seed": seed, "n_train": n_train, "n_test": n_test, "generator": "data.tinycode"}
+    outputs = [("train.jsonl", train), ("test.jsonl", test)]
+    if split_fraction is not None:
+        args["split_fraction"] = split_fraction
+        outputs += zip(("rl.jsonl", "eval.jsonl"), split_by_template(test, split_fraction, seed))
     paths = []
-    for name, records in (("train.jsonl", train), ("test.jsonl", test)):
+    for name, records in outputs:
         path = os.path.join(directory, name)
         write_jsonl(path, records)
         write_json(path + ".args.json", args)
@@ -501,8 +531,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n_train", type=int, default=2000)
     parser.add_argument("--n_test", type=int, default=200)
     parser.add_argument("--directory", default=os.path.join("data", "TinyCode"))
+    parser.add_argument("--split_fraction", type=float, default=None,
+                        help="also write rl.jsonl (this fraction of the test split's templates) and eval.jsonl")
     args = parser.parse_args(argv)
-    train, test = write(args.directory, args.seed, args.n_train, args.n_test)
+    if args.split_fraction is not None and not 0 < args.split_fraction < 1:
+        parser.error(f"--split_fraction {args.split_fraction}: must lie strictly between 0 and 1")
+    train, test = write(args.directory, args.seed, args.n_train, args.n_test, args.split_fraction)
     print(f"wrote {train} ({args.n_train} tasks) and {test} ({args.n_test} tasks)", file=sys.stderr)
     return 0
 

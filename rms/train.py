@@ -142,14 +142,25 @@ def read_value_data(path: str, min_rw: float, max_rw: float) -> list[dict]:
 
 
 def split_rows(rows: list[dict], eval_fraction: float, min_eval_rows: int, seed: int) -> tuple[list, list]:
-    """A seeded held-out split: max(eval_fraction of the rows, min_eval_rows), but never more than half."""
+    """A seeded held-out split by problem (rows with the same prompt stay on one side, so that
+    near-duplicate programs of one problem never sit on both): whole problems are held out until
+    they hold max(eval_fraction of the rows, min_eval_rows) rows, never more than half the rows."""
     size = max(math.ceil(len(rows) * eval_fraction), min_eval_rows)
-    size = min(size, len(rows) // 2)
-    if size < 1:
-        raise ValueError(f"{len(rows)} value rows are too few to hold out an eval set; pass --test_pth")
-    order = list(range(len(rows)))
+    problems: dict[str, list[int]] = {}
+    for index, row in enumerate(rows):
+        problems.setdefault(row["prompt"], []).append(index)
+    if len(problems) < 2:
+        raise ValueError(f"{len(rows)} value rows of {len(problems)} problem(s) are too few to hold out an eval "
+                         "set by problem; pass --test_pth")
+    order = sorted(problems)
     random.Random(seed).shuffle(order)
-    return [rows[i] for i in order[size:]], [rows[i] for i in order[:size]]
+    held: list[int] = []
+    for prompt in order[:-1]:  # at least one problem stays in training
+        if len(held) >= size or (held and len(held) + len(problems[prompt]) > len(rows) // 2):
+            break
+        held += problems[prompt]
+    chosen = set(held)
+    return [row for index, row in enumerate(rows) if index not in chosen], [rows[index] for index in sorted(held)]
 
 
 def resolve_precision(precision: str) -> str:

@@ -77,9 +77,18 @@ def test_split_is_seeded_disjoint_and_bounded():
     assert {r["prompt"] for r in first}.isdisjoint(r["prompt"] for r in held)
     assert train.split_rows(rows, 0.05, 100, seed=1) == (first, held)
     assert train.split_rows(rows, 0.05, 100, seed=2) != (first, held)
-    assert len(train.split_rows(rows * 100, 0.05, 100, seed=1)[1]) == 150
     with pytest.raises(ValueError, match="too few"):
         train.split_rows(rows[:1], 0.05, 100, seed=1)
+
+
+def test_split_holds_out_whole_problems():
+    # 30 problems with 100 programs each: a split by row would put every problem on both sides
+    rows = [{"prompt": str(i), "answer": str(j), "reward": 0.0} for j in range(100) for i in range(30)]
+    first, held = train.split_rows(rows, 0.05, 100, seed=1)
+    assert {r["prompt"] for r in first}.isdisjoint(r["prompt"] for r in held)
+    assert len(held) == 200 and len(first) + len(held) == len(rows)  # two whole problems reach 150 rows
+    with pytest.raises(ValueError, match="too few"):
+        train.split_rows([row for row in rows if row["prompt"] == "3"], 0.05, 100, seed=1)
 
 
 def test_deepspeed_dict_overwrites_fixed_fields(tmp_path):
