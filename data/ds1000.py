@@ -115,6 +115,13 @@ class DS1000(Benchmark):
     def response_prefix(self, problem: Problem, state: str) -> str:
         return state  # no fence, no preamble: the model continues the program
 
+    # --use_thought (reference §1.3): "program" for "script"; the act turn continues the program bare
+    think_request = "The program is not yet complete. How should we proceed to complete this program?"
+    act_request = "Based on these ideas, please provide a complete program to the problem.\n"
+
+    def act_prefix(self, problem: Problem, state: str) -> str:
+        return state
+
     def extract_code(self, sample: str) -> str:
         """The original's cut: at the first occurrence of each end marker, in this order."""
         for marker in EXTRACT_MARKERS:

@@ -65,6 +65,17 @@ class Benchmark:
         """The start of the assistant turn, ending with the code so far (`state`)."""
         raise NotImplementedError(f"{self.name} has no prompt")
 
+    # MCTS --use_thought (reference §1.3, "Thought variants"): the original's literals for BigCodeBench and
+    # APPS, used by every benchmark whose answer is a fenced script; DS1000 has its own.
+    think_request: str = "The script is not yet complete. How should we proceed to complete this script?"
+    think_prefix: str = "Let's think step by step about how to continue:\n"
+    act_request: str = "Based on these ideas, please provide a complete self-contained Python script to the problem."
+
+    def act_prefix(self, problem: Problem, state: str) -> str:
+        """The start of the assistant turn that writes the code after a thought."""
+        return ("Based on the ideas, below is a complete self-contained Python script that solves the problem and "
+                "realizes requested functionalities:\n```python\n" + state)
+
     def extract_code(self, sample: str) -> str:
         """The code in a raw sample that continues the response prefix."""
         return sample.split("```")[0]

@@ -43,6 +43,7 @@ class Node:
     completions: list[dict] = field(default_factory=list)  # [{"completion": program, "reward": float|None}]
     virtual: int = 0  # visits of expansions in flight (virtual loss: they count as reward 0 until backed up)
     pending: bool = False  # an expansion of this node is in flight
+    thought: str | None = None  # --use_thought: the thought whose action led here
 
     @property
     def value(self) -> float:
@@ -119,19 +120,21 @@ def split_sample(domain: str, state: str, sample: str) -> tuple[str, bool, str]:
 
 
 def expand(node: Node, samples: list[str], domain: str, num_decision: int,
-           child_values: dict[str, float] | None = None) -> list[Node]:
+           child_values: dict[str, float] | None = None, thoughts: list[str] | None = None) -> list[Node]:
     """Add the children the samples propose and record every sample as a completion of `node`
     (reward unknown yet). `child_values` (prm mode: value-model scores by child state) gives each new
     child V with one visit, and a duplicate first line one more visit at that value. Then all but the
     `num_decision` children of highest value (stable: sample order among equals) become invisible.
-    Returns the children created."""
+    `thoughts` (thought mode: one per sample) are stored on the children they create. Returns the
+    children created."""
     created = []
-    for sample in samples:
+    for index, sample in enumerate(samples):
         action, terminal, program = split_sample(domain, node.state, sample)
         node.completions.append({"completion": program, "reward": None})
         child = node.children.get(action)
         if child is None:
-            child = Node(node.state + action, parent=node, depth=node.depth + 1, terminal=terminal)
+            child = Node(node.state + action, parent=node, depth=node.depth + 1, terminal=terminal,
+                         thought=thoughts[index] if thoughts is not None else None)
             node.children[action] = child
             created.append(child)
         if child_values is not None:
@@ -183,7 +186,8 @@ def process_rewards(root: Node) -> list[dict]:
 
 def tree_record(root: Node) -> list[dict]:
     """The trace's `tree`: preorder nodes with depths (rebuildable), each with only its own completions."""
-    return [{"state": node.state, "is_terminal": node.terminal, "num_visits": node.visits, "value": node.value,
+    return [{"state": node.state, "is_terminal": node.terminal, "thought": node.thought, "num_visits": node.visits,
+             "value": node.value,
              "sum_reward": node.sum_reward, "is_fully_expanded": node.expanded, "visible": node.visible,
              "depth": node.depth, "completions": [dict(entry) for entry in node.completions]}
             for node in walk(root)]

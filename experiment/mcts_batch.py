@@ -58,6 +58,8 @@ from experiment.mcts import (
 
 logger = logging.getLogger(__name__)
 RM_TYPES = ("none", "prm", "orm")
+# --use_thought: (think(problem, state) -> prompt, act(problem, state, thought) -> prompt)
+ThoughtPrompts = tuple[Callable[[Problem, str], str], Callable[[Problem, str, str], str]]
 SETTLE_PER_ROUND = 64  # terminal selections one tree may settle in one round
 
 
@@ -77,6 +79,9 @@ class SearchConfig:
     leaves_per_tree: int = 1  # expansions of one tree in flight at once (virtual loss)
     max_active: int = 16  # trees searched at once
     mc_rollouts: int = 0  # > 0: Monte-Carlo value targets with this many rollouts per line prefix
+    use_thought: bool = False  # two-stage expansion: num_sample thoughts, then one action per thought
+    max_thought_tokens: int = 128
+    stop_think: list[str] | None = None
     seed: int = 0
     seed_per_prompt: bool = True
 
@@ -127,6 +132,7 @@ class Request:
     node: Node | None = None
     entry: dict | None = None  # the `mc_rewards` entry rollouts fill
     samples: list[str] = field(default_factory=list)
+    thoughts: list[str] | None = None  # use_thought: the thought behind each sample
     programs: list[str] = field(default_factory=list)
 
 
@@ -169,24 +175,60 @@ def mc_requests(search: Search) -> list[Request]:
 
 # -- one round -------------------------------------------------------------------------------------------
 
+def sample(policy, requests: list[Request], prompts: list[str], salts: list[str], n: int, max_tokens: int,
+           stop: list[str] | None, config: SearchConfig, round_tag: str, stats: Counter) -> list[list[str]]:
+    """One policy call: `n` texts for each prompt (`requests[i]` asked `prompts[i]`), token counts charged to
+    the requests' trees. Per-prompt seeds come from the problem and `salts[i]`; otherwise one seed from the
+    round (`round_tag`)."""
+    seed = [problem_seed(config.seed, request.search.problem.id, salt) for request, salt in zip(requests, salts)] \
+        if config.seed_per_prompt else problem_seed(config.seed, round_tag, str(n))
+    outputs = policy.generate(prompts, n=n, temperature=config.temperature, max_tokens=max_tokens, stop=stop,
+                              seed=seed)
+    stats["policy_calls"] += 1
+    stats["prompts"] += len(prompts)
+    texts = []
+    for request, output in zip(requests, outputs, strict=True):
+        texts.append([generation.text for generation in output.generations])
+        tokens = sum(generation.completion_tokens for generation in output.generations)
+        request.search.token_usage["prompt"] += output.prompt_tokens * n
+        request.search.token_usage["completion"] += tokens
+        stats["generated_tokens"] += tokens
+    return texts
+
+
 def generate(policy, requests: list[Request], n: int, config: SearchConfig, make_prompt, round_index: int,
              stats: Counter) -> None:
     """Sample `n` continuations for every request in one call; store raw samples and token counts."""
     if not requests:
         return
     prompts = [make_prompt(request.search.problem, request.state) for request in requests]
-    seed = [problem_seed(config.seed, request.search.problem.id, request.salt) for request in requests] \
-        if config.seed_per_prompt else problem_seed(config.seed, f"round-{round_index}", str(n))
-    outputs = policy.generate(prompts, n=n, temperature=config.temperature, max_tokens=config.max_tokens,
-                              stop=config.stop, seed=seed)
-    stats["policy_calls"] += 1
-    stats["prompts"] += len(prompts)
-    for request, output in zip(requests, outputs, strict=True):
-        request.samples = [generation.text for generation in output.generations]
-        tokens = sum(generation.completion_tokens for generation in output.generations)
-        request.search.token_usage["prompt"] += output.prompt_tokens * n
-        request.search.token_usage["completion"] += tokens
-        stats["generated_tokens"] += tokens
+    texts = sample(policy, requests, prompts, [request.salt for request in requests], n, config.max_tokens,
+                   config.stop, config, f"round-{round_index}", stats)
+    for request, samples in zip(requests, texts):
+        request.samples = samples
+
+
+def generate_with_thoughts(policy, requests: list[Request], config: SearchConfig, make_think_prompt,
+                           make_act_prompt, round_index: int, stats: Counter) -> None:
+    """The two-stage expansion (--use_thought, reference §7.3): `num_sample` thoughts per request in one
+    call (`max_thought_tokens`, `stop_think`), then one action per thought, all requests' thoughts in one
+    second call (`max_tokens`, `stop`)."""
+    if not requests:
+        return
+    prompts = [make_think_prompt(request.search.problem, request.state) for request in requests]
+    thoughts = sample(policy, requests, prompts, [request.salt + "-think" for request in requests],
+                      config.num_sample, config.max_thought_tokens, config.stop_think, config,
+                      f"round-{round_index}-think", stats)
+    asked = [(request, index, thought) for request, texts in zip(requests, thoughts)
+             for index, thought in enumerate(texts)]
+    actions = sample(policy, [request for request, _, _ in asked],
+                     [make_act_prompt(request.search.problem, request.state, thought) for request, _, thought in asked],
+                     [f"{request.salt}-act-{index}" for request, index, _ in asked], 1, config.max_tokens,
+                     config.stop, config, f"round-{round_index}-act", stats)
+    for request, texts in zip(requests, thoughts):
+        request.thoughts, request.samples = texts, []
+    for (request, _, _), action in zip(asked, actions):
+        request.samples.extend(action)
 
 
 def score_programs(requests: list[Request], config: SearchConfig, evaluate, score, stats: Counter) -> None:
@@ -231,14 +273,17 @@ def child_values(requests: list[Request], config: SearchConfig, score) -> list[d
 
 
 def run_round(searches: list[Search], policy, config: SearchConfig, make_prompt, evaluate, score,
-              round_index: int, stats: Counter) -> None:
+              round_index: int, stats: Counter, thought_prompts: ThoughtPrompts | None = None) -> None:
     expansions = [Request(search, node.state, f"expand-{search.iterations}-{index}", node)
                   for search in searches if search.mc_rewards is None
                   for index, node in enumerate(select_leaves(search, config))]
     rollouts = [request for search in searches
                 if search.mc_rewards is None and config.mc_rollouts and not search.budget_left(config)
                 and not any(r.search is search for r in expansions) for request in mc_requests(search)]
-    generate(policy, expansions, config.num_sample, config, make_prompt, round_index, stats)
+    if config.use_thought:
+        generate_with_thoughts(policy, expansions, config, *thought_prompts, round_index, stats)
+    else:
+        generate(policy, expansions, config.num_sample, config, make_prompt, round_index, stats)
     generate(policy, rollouts, config.mc_rollouts, config, make_prompt, round_index, stats)
     for request in expansions + rollouts:
         request.programs = [split_sample(config.domain, request.state, sample)[2] for sample in request.samples]
@@ -246,7 +291,7 @@ def run_round(searches: list[Search], policy, config: SearchConfig, make_prompt,
     score_programs(expansions + rollouts, config, evaluate, score, stats)
     for request, value in zip(expansions, values):
         node, search = request.node, request.search
-        expand(node, request.samples, config.domain, config.num_decision, value)
+        expand(node, request.samples, config.domain, config.num_decision, value, request.thoughts)
         record_completion_rewards(node, search.scores)
         node.pending = False
         add_virtual(node, -1)
@@ -286,18 +331,23 @@ def run_searches(problems: Sequence[Problem], policy, config: SearchConfig,
                  evaluate: Callable[[list[tuple[Problem, list[str]]]], list[list[float]]] | None = None,
                  score: Callable[[list[str], list[str]], list[float]] | None = None,
                  on_done: Callable[[SearchResult], None] | None = None,
-                 stats: Counter | None = None) -> list[SearchResult]:
+                 stats: Counter | None = None,
+                 thought_prompts: ThoughtPrompts | None = None) -> list[SearchResult]:
     """Search every problem (`config.max_active` at a time); `on_done(result)` as each finishes.
     `policy.generate(prompts, n, temperature, max_tokens, stop, seed)` is any generation backend;
-    `evaluate` scores rollouts in rm_type "none", `score(questions, states)` in "prm" and "orm"."""
+    `evaluate` scores rollouts in rm_type "none", `score(questions, states)` in "prm" and "orm".
+    With `config.use_thought`, `thought_prompts` = (think(problem, state), act(problem, state, thought))
+    build the two prompts of an expansion; `make_prompt` still serves Monte-Carlo rollouts."""
     if config.rm_type == "none" and evaluate is None or config.rm_type != "none" and score is None:
         raise ValueError(f"rm_type {config.rm_type!r} needs " + ("evaluate" if config.rm_type == "none" else "score"))
+    if config.use_thought and thought_prompts is None:
+        raise ValueError("use_thought needs thought_prompts (the think and act prompt builders)")
     stats = Counter() if stats is None else stats
     queue, active, results, round_index = list(problems), [], [], 0
     while queue or active:
         while queue and len(active) < config.max_active:
             active.append(new_search(queue.pop(0), config))
-        run_round(active, policy, config, make_prompt, evaluate, score, round_index, stats)
+        run_round(active, policy, config, make_prompt, evaluate, score, round_index, stats, thought_prompts)
         round_index += 1
         for search in [search for search in active if finished(search, config)]:
             active.remove(search)

@@ -3,10 +3,11 @@ and record every tree (terminal and intermediate rewards) for value-model traini
 
 Reads   the domain's data file (data/<Domain>/..., or --directory/--file).
 Writes  generate/MCTS/<Domain>/<slug>/time_<TL>_iter_<IT>_sample_<NS>_decision_<ND>_exp_<C>_eps_<EPS>
-        _temp_<T>_tokens_<M>_thought_no.jsonl (`_mc_<K>` with --value_targets mc; `.shard-<i>-of-<N>` with
-        shards), one line per problem:
+        _temp_<T>_tokens_<M>_thought_<no|yes>.jsonl (`_mc_<K>` with --value_targets mc; `.shard-<i>-of-<N>`
+        with shards), one line per problem:
         {id, prompt, init_state, test, completions [{completion, reward}],
-         rewards [{state, reward, terminal, expanded, visible, visits}], tree [nodes], token_usage,
+         rewards [{state, reward, terminal, expanded, visible, visits}], tree [nodes, each with its thought],
+         token_usage,
          iterations, expansions, answer, mc_rewards [{state, reward, rollouts, rewards}] (mc only)}
         and <output>.args.json. Resumes by id; refuses to resume with arguments that change results.
 
@@ -18,6 +19,11 @@ call per round (experiment/mcts_batch.py); `--leaves_per_tree` > 1 also batches 
 tree (virtual loss). A kill loses at most the trees in flight. Shards: `--num_shards N --shard_id i`,
 then `python -m experiment.merge_shards <output without the shard suffix> --num_shards N`.
 Value data: `python -m experiment.process_gen_data --method MCTS` with the same MCTS flags.
+
+`--use_thought` (the original's two-stage expansion): each expansion first samples `--num_sample`
+thoughts ("Let's think step by step about how to continue:", `--max_thought_tokens`, `--stop_think`),
+then one action per thought; each child stores the thought that proposed it (`tree[].thought`).
+Monte-Carlo rollouts (`--value_targets mc`) sample programs directly, without thoughts.
 """
 from __future__ import annotations
 
@@ -42,14 +48,15 @@ from experiment.common import (
     idx_list,
     run_stage,
     stop_strings,
+    str_list,
 )
 from experiment.mcts_batch import SearchConfig, run_searches
-from prompts import format_prompt
+from prompts import format_for_act, format_for_think, format_prompt
 
 logger = logging.getLogger("experiment.sample_mcts")
 # arguments that change what a line holds: a resumed run must match the earlier one in all of them
-RESULT_ARGS = (*GENERATION_RESULT_ARGS, *SEARCH_RESULT_ARGS, "low_b", "timeout", "use_thought", "value_targets",
-               "mc_rollouts", "leaves_per_tree")
+RESULT_ARGS = (*GENERATION_RESULT_ARGS, *SEARCH_RESULT_ARGS, "low_b", "timeout", "use_thought", "stop_think",
+               "max_thought_tokens", "value_targets", "mc_rollouts", "leaves_per_tree")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -58,8 +65,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     add_problem_args(parser)
     add_generation_args(parser)
     mcts = add_search_args(parser)
-    mcts.add_argument("--use_thought", action="store_true", help="two-stage think/act sampling (not supported)")
-    mcts.add_argument("--stop_think", type=str, default=None, help="stop strings of thoughts (with --use_thought)")
+    mcts.add_argument("--use_thought", action="store_true",
+                      help="two-stage expansion: num_sample thoughts, then one action per thought")
+    mcts.add_argument("--stop_think", type=str_list, default=None,
+                      help="comma-separated stop strings of thoughts (with --use_thought; default none)")
     mcts.add_argument("--max_thought_tokens", type=int, default=128, help="thought length (with --use_thought)")
     mcts.add_argument("--value_targets", default="tree", choices=("tree", "mc"),
                       help="mc: also estimate each line prefix of the sampled programs by --mc_rollouts rollouts")
@@ -85,8 +94,10 @@ def check_settings(args: argparse.Namespace) -> None:
         raise DataError("--iteration_limit", None, "0 (no limit) needs a --time_limit")
     if args.value_targets == "mc" and args.mc_rollouts < 1:
         raise DataError("--mc_rollouts", None, "must be at least 1 with --value_targets mc")
-    if args.use_thought:  # thoughts feed nothing downstream (reference §7.5)
-        raise DataError("--use_thought", None, "two-stage think/act sampling is not supported")
+    if args.use_thought and args.do_not_format:
+        raise DataError("--use_thought", None, "thought prompts are chat-formatted: drop --do_not_format")
+    if args.use_thought and args.max_thought_tokens < 1:
+        raise DataError("--max_thought_tokens", None, f"must be at least 1, got {args.max_thought_tokens}")
 
 
 def output_path(args: argparse.Namespace) -> str:
@@ -104,7 +115,8 @@ def search_config(args: argparse.Namespace, backend) -> SearchConfig:
         exploration_constant=args.exploration_constant, eps=args.eps, iteration_limit=args.iteration_limit,
         time_limit=args.time_limit, temperature=args.temperature, max_tokens=args.max_tokens,
         stop=stop_strings(args), leaves_per_tree=args.leaves_per_tree, max_active=args.max_active,
-        mc_rollouts=args.mc_rollouts, seed=args.seed,
+        mc_rollouts=args.mc_rollouts, seed=args.seed, use_thought=args.use_thought,
+        max_thought_tokens=args.max_thought_tokens, stop_think=args.stop_think,
         # a backend that samples prompt by prompt under per-prompt seeds gets one seed per call: batches
         seed_per_prompt=backend.batches_seeded_prompts)
 
@@ -123,6 +135,10 @@ def run(args: argparse.Namespace, problems: list, output: str) -> Counter:
             return problem.prompt + state
         return format_prompt(problem, tokenizer, state=state, **args.kwargs)
 
+    thought_prompts = (lambda problem, state: format_for_think(problem, tokenizer, state, **args.kwargs),
+                       lambda problem, state, thought: format_for_act(problem, tokenizer, state, thought,
+                                                                      **args.kwargs))
+
     with Sandbox(workers=args.workers, exec_python=args.exec_python) as sandbox, JsonlAppender(output) as out, \
             tqdm(total=len(problems), unit="problem", file=sys.stderr) as bar:
         def evaluate(items):
@@ -136,7 +152,8 @@ def run(args: argparse.Namespace, problems: list, output: str) -> Counter:
             bar.set_postfix(expansions=stats["expansions"], programs=stats["programs_scored"],
                             passed=statuses["passed"])
 
-        run_searches(problems, backend, config, make_prompt, evaluate=evaluate, on_done=on_done, stats=stats)
+        run_searches(problems, backend, config, make_prompt, evaluate=evaluate, on_done=on_done, stats=stats,
+                     thought_prompts=thought_prompts if args.use_thought else None)
     logger.info("policy calls %d, prompts %d, generated tokens %d, programs run %d (%s)", stats["policy_calls"],
                 stats["prompts"], stats["generated_tokens"], stats["programs_scored"], dict(statuses))
     return stats

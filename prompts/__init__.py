@@ -7,7 +7,7 @@ from prompts.chat import MAGIC_SPLITTER, make_raw_chat_prompt, make_raw_chat_pro
 from prompts.stops import get_stop_strings
 
 __all__ = ["MAGIC_SPLITTER", "make_raw_chat_prompt", "make_raw_chat_prompt_with_context", "format_prompt",
-           "get_stop_strings", "extract_code", "formatted_completion"]
+           "format_for_think", "format_for_act", "get_stop_strings", "extract_code", "formatted_completion"]
 
 
 def format_prompt(problem, tokenizer=None, state: str | None = None, do_not_format: bool = False, **kwargs) -> str:
@@ -22,6 +22,31 @@ def format_prompt(problem, tokenizer=None, state: str | None = None, do_not_form
     state = problem.init_state if state is None else state
     return make_raw_chat_prompt(benchmark.user_message(problem), benchmark.response_prefix(problem, state),
                                 tokenizer, **kwargs)
+
+
+def format_for_think(problem, tokenizer, state: str, **kwargs) -> str:
+    """MCTS --use_thought, stage 1 (the original's format_for_think): the question and the code so far
+    as history, then the request for a thought; the assistant turn opens with the think prefix."""
+    benchmark = _benchmark(problem)
+    return make_raw_chat_prompt_with_context(
+        [benchmark.user_message(problem)], [benchmark.response_prefix(problem, state)], benchmark.think_request,
+        benchmark.think_prefix, tokenizer, **kwargs)
+
+
+def format_for_act(problem, tokenizer, state: str, thought: str, **kwargs) -> str:
+    """MCTS --use_thought, stage 2 (the original's format_for_act): the thought joins the history, then
+    the request for the code; the assistant turn opens with the act prefix and the code so far."""
+    benchmark = _benchmark(problem)
+    return make_raw_chat_prompt_with_context(
+        [benchmark.user_message(problem), benchmark.think_request],
+        [benchmark.response_prefix(problem, state), benchmark.think_prefix + thought],
+        benchmark.act_request, benchmark.act_prefix(problem, state), tokenizer, **kwargs)
+
+
+def _benchmark(problem):
+    from data.registry import get_benchmark
+
+    return get_benchmark(problem.domain)
 
 
 def formatted_completion(domain: str, init_state: str, sample: str) -> str:

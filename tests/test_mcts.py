@@ -374,3 +374,58 @@ def test_traces_become_value_data(value_targets):
                     for entry in record["completions"]] + \
         [{"prompt": "question 0", "answer": entry["state"], "reward": entry["reward"]} for entry in states]
     assert rows[len(record["completions"])]["answer"] == INIT  # the root comes first among the states
+
+
+class ThoughtPolicy(ScriptedPolicy):
+    """--use_thought: a think prompt `think\\0<id>\\0<state>` gets thoughts `idea <j> for <state crc>`; an act
+    prompt `act\\0<thought>\\0<id>\\0<state>` gets the scripted sample of its state drawn by the thought."""
+
+    def __init__(self):
+        super().__init__()
+        self.requests: list[tuple[str, int, int, tuple]] = []
+
+    def generate(self, prompts, n, temperature, max_tokens, stop, seed):
+        kind = prompts[0].split("\0")[0]
+        self.requests.append((kind, len(prompts), n, max_tokens, tuple(stop or ())))
+        outputs = []
+        for prompt in prompts:
+            parts = prompt.split("\0")
+            if kind == "think":
+                texts = [f"idea {j} for {zlib.crc32(parts[2].encode())}" for j in range(n)]
+                outputs.append(PromptOutput(1, [Generation(text, len(text), "stop") for text in texts]))
+            else:
+                outputs.append(PromptOutput(1, [self.sample(parts[3], int(parts[1].split()[1]))]))
+        return outputs
+
+
+def test_thought_mode_expands_through_thoughts_and_children_keep_theirs():
+    policy, scorer = ThoughtPolicy(), Scorer()
+    config = SearchConfig(domain="TinyCode", num_sample=3, num_decision=2, iteration_limit=8, use_thought=True,
+                          max_thought_tokens=7, stop_think=["\n\n"], max_tokens=50, stop=["```"])
+    prompts = (lambda problem, state: f"think\0{problem.id}\0{state}",
+               lambda problem, state, thought: f"act\0{thought}\0{problem.id}\0{state}")
+    results = run_searches(problems(2), policy, config, make_prompt, evaluate=scorer.evaluate,
+                           thought_prompts=prompts)
+    kinds = [request[0] for request in policy.requests]
+    assert kinds == ["think", "act"] * (len(kinds) // 2)  # every round: all thoughts in one call, then all acts
+    for (_, thinks, n_think, think_tokens, think_stop), (_, acts, n_act, act_tokens, act_stop) in \
+            zip(policy.requests[::2], policy.requests[1::2]):
+        assert (n_think, think_tokens, think_stop) == (3, 7, ("\n\n",))
+        assert (acts, n_act, act_tokens, act_stop) == (thinks * 3, 1, 50, ("```",))
+    for result in results:
+        record = result.record
+        check_tree_arithmetic(record)
+        tree = record["tree"]
+        assert tree[0]["thought"] is None and len(tree) > 1
+        for node in tree[1:]:
+            parent = next(p for p in tree if p["depth"] == node["depth"] - 1 and node["state"].startswith(p["state"])
+                          and p["is_fully_expanded"])
+            crc = zlib.crc32(parent["state"].encode())
+            # the first thought whose action proposed this child's line
+            first = next(j for j in range(3) if split_sample("TinyCode", parent["state"],
+                                                               ScriptedPolicy.sample(parent["state"], j).text)[0]
+                         == node["state"][len(parent["state"]):])
+            assert node["thought"] == f"idea {first} for {crc}"
+    assert max(scorer.seen.values()) == 1
+    with pytest.raises(ValueError, match="thought_prompts"):
+        run_searches(problems(1), policy, config, make_prompt, evaluate=scorer.evaluate)

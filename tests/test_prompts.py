@@ -112,3 +112,31 @@ def test_prompts_stops_is_the_original_import_path():
     assert from_stops("BigCodeBench") == from_stops("APPS") == ["```"]
     with pytest.raises(ValueError):
         from_stops("Nope")
+
+
+def test_thought_prompts_are_the_original_literals(chat_tokenizer):
+    """MCTS --use_thought (reference §1.3): think = history [question, reply + state], the ask, the think
+    prefix; act = that history plus [ask, think prefix + thought], the act request and prefix + state."""
+    from prompts import format_for_act, format_for_think
+
+    state = "import re\ndef task_func(text):\n"
+    user = ("Please provide a self-contained Python script that solves the following problem in a markdown code "
+            "block.\nProblem: Count words.")
+    turn = "<|im_start|>{}\n{}<|im_end|>\n".format
+    ask = "The script is not yet complete. How should we proceed to complete this script?"
+    think_prefix = "Let's think step by step about how to continue:\n"
+    assert format_for_think(BCB, chat_tokenizer, state) == (
+        turn("user", user) + turn("assistant", APPS_PREFIX + state) + chatml(ask, think_prefix))
+    act_prefix = ("Based on the ideas, below is a complete self-contained Python script that solves the problem and "
+                  "realizes requested functionalities:\n```python\n")
+    act_user = "Based on these ideas, please provide a complete self-contained Python script to the problem."
+    assert format_for_act(BCB, chat_tokenizer, state, "Split, then count.") == (
+        turn("user", user) + turn("assistant", APPS_PREFIX + state) + turn("user", ask)
+        + turn("assistant", think_prefix + "Split, then count.") + chatml(act_user, act_prefix + state))
+    ds_user = ("Please directly complete the required program to solve the following problem.\n"
+               "Problem:\nSort it.\nA:\n<code>\n")
+    ds_ask = "The program is not yet complete. How should we proceed to complete this program?"
+    assert format_for_think(DS, None, "<code>\n") == f"{ds_user}\n<code>\n\n{ds_ask}\n{think_prefix}"
+    assert format_for_act(DS, None, "<code>\n", "sort") == (
+        f"{ds_user}\n<code>\n\n{ds_ask}\n{think_prefix}sort\n"
+        "Based on these ideas, please provide a complete program to the problem.\n\n<code>\n")

@@ -43,10 +43,10 @@ def run(workdir, arguments: list[str]) -> subprocess.CompletedProcess:
     return completed
 
 
-def trace_path(mc_rollouts: int = 0) -> str:
+def trace_path(mc_rollouts: int = 0, use_thought: bool = False) -> str:
     return paths.mcts_path("TinyCode", "tiny", time_limit=None, iteration_limit=3, num_sample=2, num_decision=2,
                            exploration_constant=0.2, eps=0.1, temperature=0.7, max_tokens=24,
-                           mc_rollouts=mc_rollouts)
+                           mc_rollouts=mc_rollouts, use_thought=use_thought)
 
 
 def read(path) -> list[dict]:
@@ -99,8 +99,33 @@ def test_traces_and_value_data(workdir):
     assert "seed" in other.stderr
 
 
+def test_thought_mode_traces_and_value_data(workdir):
+    """--use_thought: a `thought_yes` trace whose expanded children carry the thoughts the policy wrote,
+    which process_gen_data --use_thought turns into value data."""
+    completed = run(workdir, sample_mcts(workdir, "--idx_list", "0", *FLAGS, "--use_thought",
+                                         "--max_thought_tokens", "8"))
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout.strip() == trace_path(use_thought=True) and trace_path(use_thought=True).endswith(
+        "_thought_yes.jsonl")
+    (trace,) = read(workdir / trace_path(use_thought=True))
+    check_trace(trace)
+    root, children = trace["tree"][0], trace["tree"][1:]
+    assert root["thought"] is None and children
+    assert all(isinstance(node["thought"], str) for node in children)
+    assert any(node["thought"].strip() for node in children)
+    arguments = json.loads((workdir / (trace_path(use_thought=True) + ".args.json")).read_text())
+    assert arguments["use_thought"] is True and arguments["max_thought_tokens"] == 8
+    summary = value_data(workdir, "--use_thought")
+    assert summary["output"].endswith("_thought_yes_rewards.jsonl")
+    records = read(workdir / summary["output"])
+    expanded = [entry for entry in trace["rewards"] if entry["expanded"]]
+    assert len(records) == len(trace["completions"]) + len(expanded)
+
+
 @pytest.mark.parametrize("flags", [["--iteration_limit", "0"], ["--num_decision", "0"], ["--shard_id", "3"],
-                                   ["--value_targets", "mc", "--mc_rollouts", "0"], ["--use_thought"]])
+                                   ["--value_targets", "mc", "--mc_rollouts", "0"],
+                                   ["--use_thought", "--do_not_format"],
+                                   ["--use_thought", "--max_thought_tokens", "0"]])
 def test_bad_settings_fail_in_one_line(workdir, flags):
     completed = run(workdir, sample_mcts(workdir, "--output", "x.jsonl", *flags))
     assert completed.returncode == 2
