@@ -70,3 +70,88 @@ def test_digits_are_one_token_each(backend):
 def test_cut_at_stop():
     assert cut_at_stop("abc```def", ["```", "d"]) == ("abc", True)
     assert cut_at_stop("abc", ["x"]) == ("abc", False)
+
+
+# -- the batched decoding loop (models/decoding.py) ------------------------------------------------------
+
+PROMPTS = ["def f(", "x = [1, 2", "print(4", "```python\nimport os\ndef add(a, b):\n"]
+
+
+def _samples(outputs):
+    return [[(g.text, g.completion_tokens, g.finish_reason) for g in o.generations] for o in outputs]
+
+
+def test_a_prompts_samples_do_not_depend_on_its_batch(tiny_dir):
+    alone = HFBackend(tiny_dir, device="cpu")
+    seeds = [11, 22, 33, 44]
+    expected = [_samples(alone.generate([p], n=3, temperature=1.0, max_tokens=20, stop=["e"], seed=[s]))[0]
+                for p, s in zip(PROMPTS, seeds)]
+    together = alone.generate(PROMPTS[::-1], n=3, temperature=1.0, max_tokens=20, stop=["e"], seed=seeds[::-1])
+    assert _samples(together)[::-1] == expected
+    # rows split over batches of 4 (a prompt's samples in two batches), other neighbours
+    chunked = HFBackend(tiny_dir, device="cpu", batch_size=4)
+    mixed = chunked.generate([PROMPTS[2], PROMPTS[0], PROMPTS[3]], n=3, temperature=1.0, max_tokens=20, stop=["e"],
+                             seed=[seeds[2], seeds[0], seeds[3]])
+    assert _samples(mixed) == [expected[2], expected[0], expected[3]]
+    assert len({sample for samples in expected for sample in samples}) > 1  # the samples are not all alike
+
+
+def test_greedy_loop_matches_transformers_generate(tiny_dir):
+    # prompts of different lengths (left padding, positions, the cache, grouped attention): the loop's
+    # argmax tokens are transformers' own greedy tokens
+    loop = HFBackend(tiny_dir, device="cpu")
+    reference = HFBackend(tiny_dir, device="cpu", decoder="generate")
+    a = loop.generate(PROMPTS, n=2, temperature=0.0, max_tokens=24)
+    b = reference.generate(PROMPTS, n=2, temperature=0.0, max_tokens=24)
+    assert _samples(a) == _samples(b)
+
+
+def test_sampler_draws_the_softmax_distribution_and_filters_like_transformers():
+    import torch
+    from transformers.generation.logits_process import TopKLogitsWarper, TopPLogitsWarper
+
+    from models.decoding import sample_next
+
+    logits = torch.tensor([[2.0, 1.0, 0.5, -1.0, 0.0]])
+    count = 20000
+    uniforms = (torch.arange(count) + 0.5) / count  # evenly spread: frequencies are the probabilities
+    for temperature, top_k, top_p in ((1.0, 0, 1.0), (0.7, 0, 1.0), (1.0, 3, 1.0), (1.0, 0, 0.8), (0.5, 2, 0.9)):
+        tokens = sample_next(logits.expand(count, -1), uniforms, temperature, top_k, top_p)
+        frequencies = torch.bincount(tokens, minlength=5).float() / count
+        warped = logits / temperature
+        if top_k:
+            warped = TopKLogitsWarper(top_k)(None, warped)
+        if top_p < 1:
+            warped = TopPLogitsWarper(top_p)(None, warped)
+        assert torch.allclose(frequencies, warped.softmax(-1)[0], atol=2e-4), (temperature, top_k, top_p)
+
+
+def test_samples_ignore_the_checkpoints_generation_config(tiny_dir, tmp_path):
+    # a checkpoint whose generation_config.json sets repetition_penalty (Qwen2.5's sets 1.05-1.1):
+    # the hf engine samples with the options it is given, as vLLM and TRL do, on both paths
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_dir)
+    model.generation_config.repetition_penalty = 1000.0
+    model.save_pretrained(tmp_path)
+    AutoTokenizer.from_pretrained(tiny_dir).save_pretrained(tmp_path)
+    assert "repetition_penalty" in (tmp_path / "generation_config.json").read_text()
+    call = dict(n=3, temperature=1.0, max_tokens=24, seed=[5, 6])
+    for decoder in ("loop", "generate"):
+        plain = HFBackend(tiny_dir, device="cpu", decoder=decoder).generate(PROMPTS[:2], **call)
+        configured = HFBackend(str(tmp_path), device="cpu", decoder=decoder).generate(PROMPTS[:2], **call)
+        assert _samples(configured) == _samples(plain), decoder
+
+
+def test_finish_reasons_and_token_counts_of_the_loop(tiny_dir):
+    backend = HFBackend(tiny_dir, device="cpu")
+    outputs = backend.generate(PROMPTS, n=4, temperature=1.0, max_tokens=16, stop=["a"], seed=3)
+    generations = [g for o in outputs for g in o.generations]
+    assert all("a" not in g.text for g in generations)
+    assert all(g.completion_tokens == 16 for g in generations if g.finish_reason == "length")
+    assert all(g.finish_reason == "stop" for g in generations if g.completion_tokens < 16)
+    assert {g.finish_reason for g in generations} == {"stop", "length"}
+    # a sample cut at a stop string counts its tokens up to and with the stop string
+    assert any(g.finish_reason == "stop" and g.completion_tokens > len(backend.tokenizer(g.text)["input_ids"])
+               for g in generations)
+    assert outputs[0].prompt_tokens == len(backend.tokenizer(PROMPTS[0], add_special_tokens=False)["input_ids"])
