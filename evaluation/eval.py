@@ -67,7 +67,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     add_generation_args(parser, n_default=1)
     parser.add_argument("--rm_backend", default=None, help="value/reward model path (a run dir with best/ works)")
     parser.add_argument("--rm_class", default="transformers_scalar",
-                        help="transformers_scalar, transformers_prob, standard_scalar, skywork (ORM), qwen (PRM)")
+                        help="transformers_scalar, transformers_prob, standard_scalar (ours); skywork, intern, "
+                             "generalizable (ORMs), qwen, rlhflow (PRMs)")
     parser.add_argument("--rm_type", default="prm", choices=("prm", "orm"),
                         help="MCTS: prm = VM-MCTS (the model values every new node), orm = ORM-MCTS")
     parser.add_argument("--max_length", type=int, default=2048, help="reward model input tokens")

@@ -165,17 +165,22 @@ def test_budget_plot(tmp_path):
     assert missing.returncode == 2 and "no such results file" in missing.stderr
 
 
-@pytest.mark.parametrize("rm_class", ["skywork", "qwen"])
+@pytest.mark.parametrize("rm_class", ["skywork", "qwen", "intern", "generalizable", "rlhflow"])
 def test_best_of_n_with_third_party_reward_model_shapes(tmp_path, data_dir, tiny_model_dir, rm_class):
-    """A Skywork-style sequence-classification ORM and a Qwen2.5-Math-PRM-style step-probability PRM,
-    each a tiny local model of the same head, choose the answers of best-of-N."""
+    """Skywork-style and GRM-style sequence-classification ORMs, an InternLM2-Reward-style ORM with its own
+    code, a Qwen2.5-Math-PRM-style step-probability PRM and an RLHFlow-style causal-LM PRM, each a tiny
+    local model of the same head, choose the answers of best-of-N."""
     from rms.value_models import PRM_STEP_TOKEN
-    from tests.value_fixtures import build_tiny_lm
+    from tests.value_fixtures import build_tiny_intern_rm, build_tiny_lm
 
-    if rm_class == "skywork":
+    if rm_class in ("skywork", "generalizable"):
         reward_model = build_tiny_lm(tmp_path / "orm", head="sequence", num_labels=1)
-    else:
+    elif rm_class == "qwen":
         reward_model = build_tiny_lm(tmp_path / "prm", extra_tokens=(PRM_STEP_TOKEN,), head="token", num_labels=2)
+    elif rm_class == "intern":
+        reward_model = build_tiny_intern_rm(tmp_path / "intern")
+    else:
+        reward_model = build_tiny_lm(tmp_path / "rlhflow")
     results = run(tmp_path, *eval_flags(data_dir, "--backend", str(tiny_model_dir), "--n", "1", "--num_sample", "3",
                                         "--rm_backend", str(reward_model), "--rm_class", rm_class, "--rm_type", "orm",
                                         "--idx_list", "0", "1"))

@@ -186,3 +186,49 @@ def test_standard_scalar_head_reads_the_last_position_logits(lm_dir):
     with torch.inference_mode():
         logits = model.backbone(input_ids=batch["input_ids"]).logits[:, -1, :]
         assert model(**batch).item() == pytest.approx(model.value_head(logits).item(), abs=1e-5)
+
+
+def test_intern_shape_scores_with_the_checkpoints_own_get_scores(tmp_path):
+    from tests.value_fixtures import build_tiny_intern_rm
+
+    value_model = load_value_model(str(build_tiny_intern_rm(tmp_path / "intern")), "intern", batch_size=2)
+    assert value_model.rm_type == "orm" and type(value_model.model).__name__ == "TinyInternReward"
+    scores = value_model.score(QUESTIONS + QUESTIONS, GOOD + BAD)
+    for question, state, score in zip(QUESTIONS + QUESTIONS, GOOD + BAD, scores):
+        alone = value_model.model.get_score(value_model.tokenizer, [{"role": "user", "content": question},
+                                                                    {"role": "assistant", "content": state}])
+        assert alone == pytest.approx(score, abs=1e-5)
+    assert len(set(round(score, 6) for score in scores)) > 1
+
+
+def test_generalizable_shape_scores_output_zero_of_the_conversation(tmp_path):
+    directory = build_tiny_lm(tmp_path / "grm", head="sequence", num_labels=1, seed=3)
+    value_model = load_value_model(str(directory), "generalizable", batch_size=3)
+    assert value_model.rm_type == "orm"
+    scores = value_model.score(QUESTIONS + QUESTIONS, GOOD + BAD)
+    tokenizer, model = value_model.tokenizer, value_model.model
+    for question, state, score in zip(QUESTIONS + QUESTIONS, GOOD + BAD, scores):
+        text = tokenizer.apply_chat_template([{"role": "user", "content": question},
+                                              {"role": "assistant", "content": state}], tokenize=False)
+        ids = tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"]
+        with torch.inference_mode():
+            assert model(input_ids=ids)[0][0, 0].item() == pytest.approx(score, abs=1e-5)
+
+
+def test_rlhflow_prm_shape_takes_the_minimum_over_lines_of_p_plus(tmp_path):
+    value_model = load_value_model(str(build_tiny_lm(tmp_path / "rlhflow", seed=1)), "rlhflow", batch_size=2)
+    assert value_model.rm_type == "prm"
+    tokenizer, model = value_model.tokenizer, value_model.model
+    plus, minus = tokenizer.encode("+")[-1], tokenizer.encode("-")[-1]
+    state = "def f(a, b):\n\n    c = a + b\n    return c\n"
+    turns, expected = [], []
+    for index, line in enumerate(["def f(a, b):", "    c = a + b", "    return c"]):  # blank lines are no step
+        turns += [{"role": "user", "content": (QUESTIONS[0] + " " if index == 0 else "") + line},
+                  {"role": "assistant", "content": "+"}]
+        ids = tokenizer(tokenizer.apply_chat_template(turns, tokenize=False), add_special_tokens=False,
+                        return_tensors="pt")["input_ids"]
+        with torch.inference_mode():
+            expected.append(model(input_ids=ids).logits[0, -3, [plus, minus]].softmax(-1)[0].item())
+    [score] = value_model.score([QUESTIONS[0]], [state])
+    assert score == pytest.approx(min(expected), abs=1e-5)
+    assert value_model.score([QUESTIONS[1], QUESTIONS[0]], [GOOD[1], state])[1] == pytest.approx(score, abs=1e-5)
