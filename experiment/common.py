@@ -107,7 +107,8 @@ def add_generation_args(parser: argparse.ArgumentParser, n_default: int = 5) -> 
                         help="chat-template arguments, e.g. enable_thinking=false")
     parser.add_argument("--seed", type=int, default=0, help="seed of every random choice (per problem: seed + id)")
     parser.add_argument("--device", default=None, help="hf engine device (default cuda when visible, else cpu)")
-    parser.add_argument("--batch_size", type=int, default=16, help="hf engine: sequences per forward batch")
+    parser.add_argument("--batch_size", type=int, default=None,
+                        help="hf engine: sequences decoded as one batch (default 256 on CPU, 32 on a GPU)")
     parser.add_argument("--exec_python", default=None,
                         help="interpreter that runs programs (BigCodeBench/DS1000 need their own environment)")
     parser.add_argument("--workers", type=int, default=None, help="sandbox workers (default: number of cores)")
