@@ -47,6 +47,7 @@ from experiment.common import (
     check_run_args,
     idx_list,
     local_model_path,
+    plan_devices,
     plan_run,
     problem_seed,
     stop_strings,
@@ -65,7 +66,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--method", default="Common", choices=("Common", "MCTS"))
     add_problem_args(parser, domain="APPS")
     add_generation_args(parser, n_default=1)
-    parser.add_argument("--rm_backend", default=None, help="value/reward model path (a run dir with best/ works)")
+    parser.add_argument("--rm_backend", default=None,
+                        help="value/reward model: a folder (a run dir with best/ works) or a Hugging Face model id")
     parser.add_argument("--rm_class", default="transformers_scalar",
                         help="transformers_scalar, transformers_prob, standard_scalar (ours); skywork, intern, "
                              "generalizable (ORMs), qwen, rlhflow (PRMs)")
@@ -73,8 +75,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="MCTS: prm = VM-MCTS (the model values every new node), orm = ORM-MCTS")
     parser.add_argument("--max_length", type=int, default=2048, help="reward model input tokens")
     add_search_args(parser, "MCTS (and best-of-N's --num_sample)", iteration_limit=15, exploration_constant=0.1)
-    parser.add_argument("--policy_device", default=None, help="hf policy device (default cuda when visible)")
-    parser.add_argument("--rm_device", default=None, help="reward model device (default: the policy's)")
+    parser.add_argument("--policy_device", default=None,
+                        help="policy device: hf engine (default cuda when visible); vLLM: cuda:K puts it on GPU K only")
+    parser.add_argument("--rm_device", default=None,
+                        help="reward model device (default: hf engine, the policy's; vLLM, the placement rule below)")
     parser.add_argument("--max_active", type=int, default=16, help="MCTS: problems searched at once")
     parser.add_argument("--chunk_size", type=int, default=16, help="Common: problems per generation call")
     parser.add_argument("--output_dir", default=None, help="default output/<domain>_results/<method>/<slug>")
@@ -110,15 +114,22 @@ class Answerer:
 
     def __init__(self, args: argparse.Namespace):
         self.args = args
-        self.policy = backend_from_args(args)
+        rm_path = None
+        if args.rm_backend:
+            from rms.value_models import resolve_checkpoint
+
+            rm_path = resolve_checkpoint(local_model_path(args.rm_backend))  # a hub id: its cached snapshot
+        # the policy first: vLLM starts its engine process before this process touches CUDA
+        placement = plan_devices(args, rm_path)
+        self.policy = backend_from_args(args, placement)
         self.tokenizer = getattr(self.policy, "tokenizer", None)
         self.stop = stop_strings(args)
         self.scorer = None
-        if args.rm_backend:
+        if rm_path:
             from rms.value_models import load_value_model
 
-            self.scorer = load_value_model(local_model_path(args.rm_backend), args.rm_class, rm_type=args.rm_type,
-                                           device=args.rm_device or args.device, max_length=args.max_length)
+            self.scorer = load_value_model(rm_path, args.rm_class, rm_type=args.rm_type, device=placement.rm_device,
+                                           max_length=args.max_length)
 
     def prompt(self, problem: Problem, state: str | None = None) -> str:
         return format_prompt(problem, self.tokenizer, state=state, do_not_format=self.args.do_not_format,

@@ -20,6 +20,17 @@ from data.jsonl import DataError, read_done, write_json
 from data.records import Problem
 from data.registry import get_benchmark
 from evaluation.execution import SandboxError
+from models.gpu_plan import (
+    DEFAULT_MEMORY_UTILIZATION,
+    PLACEMENT_RULE,
+    Placement,
+    gpu_memory_bytes,
+    model_shape,
+    physical_gpu_ids,
+    plan_parallel,
+    plan_placement,
+    visible_gpus,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -99,8 +110,12 @@ def add_generation_args(parser: argparse.ArgumentParser, n_default: int = 5) -> 
     parser.add_argument("--stop", type=str_list, default=None,
                         help="comma-separated stop strings (default: the domain's)")
     parser.add_argument("--vllm_tensor_parallel_size", type=int, default=-1,
-                        help="vLLM tensor parallel size; -1: all visible GPUs")
-    parser.add_argument("--vllm_gpu_memory_utilization", type=float, default=0.9, help="vLLM GPU memory fraction")
+                        help="vLLM tensor parallel size; -1: the smallest that divides the model's heads and fits")
+    parser.add_argument("--vllm_data_parallel_size", type=int, default=-1,
+                        help="vLLM engines side by side (one process each, tensor-parallel GPUs apiece); -1: as many "
+                             "as the policy's GPUs hold")
+    parser.add_argument("--vllm_gpu_memory_utilization", type=float, default=None,
+                        help="vLLM's share of each policy GPU (default 0.9, lowered when a reward model shares it)")
     parser.add_argument("--do_not_format", action="store_true",
                         help="use the problem text as the whole prompt (no chat template or instruction)")
     parser.add_argument("--kwargs", nargs="*", action=ParseKwargs, default={},
@@ -113,6 +128,7 @@ def add_generation_args(parser: argparse.ArgumentParser, n_default: int = 5) -> 
                         help="interpreter that runs programs (BigCodeBench/DS1000 need their own environment)")
     parser.add_argument("--workers", type=int, default=None, help="sandbox workers (default: number of cores)")
     parser.add_argument("--timeout", type=float, default=None, help="seconds per program (default: the benchmark's)")
+    parser.epilog = "\n\n".join(part for part in (parser.epilog, PLACEMENT_RULE) if part)
 
 
 def add_search_args(parser: argparse.ArgumentParser, title: str = "MCTS", iteration_limit: int = 100,
@@ -186,17 +202,53 @@ def local_model_path(name: str) -> str:
     return name
 
 
-def backend_from_args(args: argparse.Namespace):
-    """The generation backend the flags name (models.generation.build_backend)."""
+def plan_devices(args: argparse.Namespace, rm_path: str | None = None) -> Placement:
+    """Where the policy and the reward model (at `rm_path`, if any) go (models/gpu_plan.py). The hf
+    engine uses --device and puts the reward model on --rm_device or the policy's device; vLLM follows
+    the placement rule. Nothing here initialises CUDA (vLLM forks its engine after this)."""
+    from models.generation import resolve_engine
+
+    rm_device = getattr(args, "rm_device", None)
+    if args.use_api or resolve_engine(args.engine) != "vllm":
+        return Placement([], (rm_device or args.device) if rm_path else None, args.vllm_gpu_memory_utilization)
+    rm_bytes = model_shape(rm_path)[1] if rm_path else None
+    gpus = visible_gpus()
+    placement = plan_placement(gpus, gpu_memory_bytes() if gpus else 0, rm_bytes, args.vllm_gpu_memory_utilization,
+                               rm_device)
+    if args.device and args.device.startswith("cuda"):  # --policy_device cuda:K: the policy on GPU K only
+        placement.policy_gpus = [int(args.device.partition(":")[2] or 0)]
+    return placement
+
+
+def backend_from_args(args: argparse.Namespace, placement: Placement | None = None):
+    """The generation backend the flags name (models.generation.build_backend): with vLLM, one engine
+    on the first policy GPUs, or data-parallel replicas (one process per GPU group) when the plan has
+    several or the policy's GPUs are not the first ones."""
     from models.generation import build_backend, resolve_engine
 
     if args.use_api:
         return build_backend(args.backend, use_api=True)
     model = local_model_path(args.backend)
-    if resolve_engine(args.engine) == "vllm":
-        return build_backend(model, engine="vllm", tensor_parallel_size=args.vllm_tensor_parallel_size,
-                             gpu_memory_utilization=args.vllm_gpu_memory_utilization)
-    return build_backend(model, engine="hf", device=args.device, batch_size=args.batch_size)
+    if resolve_engine(args.engine) != "vllm":
+        return build_backend(model, engine="hf", device=args.device, batch_size=args.batch_size)
+    placement = placement or plan_devices(args)
+    gpus = placement.policy_gpus
+    memory = placement.memory_utilization or DEFAULT_MEMORY_UTILIZATION
+    if not gpus:  # a CPU build of vLLM
+        return build_backend(model, engine="vllm", tensor_parallel_size=1, gpu_memory_utilization=memory)
+    heads, weight_bytes = model_shape(model)
+    tensor, data = plan_parallel(len(gpus), heads, weight_bytes, gpu_memory_bytes(), memory,
+                                 args.vllm_tensor_parallel_size, args.vllm_data_parallel_size)
+    logger.info("policy on GPUs %s: tensor parallel %d x data parallel %d, memory fraction %.2f", gpus, tensor, data,
+                memory)
+    if data == 1 and gpus[:tensor] == list(range(tensor)):
+        return build_backend(model, engine="vllm", tensor_parallel_size=tensor, gpu_memory_utilization=memory)
+    from models.vllm_backend import DataParallelBackend
+
+    ids = physical_gpu_ids()
+    groups = [[ids[gpus[replica * tensor + rank]] for rank in range(tensor)] for replica in range(data)]
+    return DataParallelBackend(model, data, engine="vllm", gpu_groups=groups, tensor_parallel_size=tensor,
+                               gpu_memory_utilization=memory)
 
 
 def stop_strings(args: argparse.Namespace) -> list[str]:

@@ -221,10 +221,12 @@ def resolve_engine(engine: str) -> str:
 
 
 def _vllm_usable() -> bool:
+    """vLLM installed and a GPU visible, counted through NVML: `torch.cuda.is_available()` would
+    initialise CUDA here and poison the engine process vLLM forks next."""
     import importlib.util
 
     if importlib.util.find_spec("vllm") is None:
         return False
-    import torch
+    from models.gpu_plan import visible_gpus
 
-    return torch.cuda.is_available()
+    return visible_gpus() > 0

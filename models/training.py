@@ -56,7 +56,68 @@ def split_namespace(config_class: type, namespace: argparse.Namespace):
     config_values["output_dir"] = values["save_dir"]
     if config_values.get("deepspeed"):
         single_process_environment()
+        accelerator_config = configure_cpu_deepspeed(config_values["deepspeed"])
+        if accelerator_config and "accelerator_config" in names:
+            config_values["accelerator_config"] = {**(config_values.get("accelerator_config") or {}),
+                                                   **accelerator_config}
+    elif int(os.environ.get("WORLD_SIZE", "1")) > 1 and not cuda_visible():
+        # several processes on CPU (`accelerate launch --multi_gpu`, torchrun): without use_cpu accelerate finds
+        # no backend and counts one process; with it, gloo and every process
+        config_values["use_cpu"] = True
+    if "model_init_kwargs" in names:
+        config_values["model_init_kwargs"] = model_init_kwargs(config_values)
     return config_class(**config_values), argparse.Namespace(**values)
+
+
+def model_init_kwargs(config_values: dict) -> dict:
+    """TRL loads a model given by name in float32 unless told (61 GB of host memory per process for a
+    7B model, the reference model again with --beta > 0). Under DeepSpeed with bf16/fp16 the policy
+    loads in that precision (DeepSpeed keeps the float32 master weights in its optimizer); without
+    DeepSpeed mixed precision needs float32 weights. An explicit `--model_init_kwargs '{"dtype": ...}'` wins.
+
+    >>> model_init_kwargs({"deepspeed": "config/zero2_config.json", "bf16": True})
+    {'dtype': 'bfloat16'}
+    >>> model_init_kwargs({"bf16": True, "model_init_kwargs": {"dtype": "float16"}})
+    {'dtype': 'float16'}
+    """
+    given = config_values.get("model_init_kwargs") or {}
+    if isinstance(given, str):
+        given = json.loads(given)
+    kwargs = dict(given)
+    mixed = "bfloat16" if config_values.get("bf16") else "float16" if config_values.get("fp16") else None
+    kwargs.setdefault("dtype", mixed if mixed and config_values.get("deepspeed") else "float32")
+    return kwargs
+
+
+def cuda_visible() -> bool:
+    import torch
+
+    return torch.cuda.device_count() > 0  # NVML: no CUDA initialisation here
+
+
+def configure_cpu_deepspeed(deepspeed) -> dict | None:
+    """The `accelerator_config` that makes a multi-process DeepSpeed run on CPU count its processes.
+
+    On CPU accelerate finds no backend for a DeepSpeed launch (`LOCAL_RANK` set, no GPU), takes its
+    "no backend, no distributed training" branch and counts one process, while DeepSpeed counts them
+    all: the Trainer then fills `train_batch_size` for one process and DeepSpeed stops with
+    "train_batch_size is not equal to micro_batch_per_gpu * gradient_acc_step * world_size 4 != 4 * 1 * 2".
+    With a GPU accelerate picks nccl and counts every process (8 on an 8-GPU node), so nothing is done
+    there. Here the state is set up with gloo first and the Trainer told to use it."""
+    if not deepspeed or cuda_visible() or int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return None
+    from accelerate import PartialState
+
+    os.environ["ACCELERATE_USE_DEEPSPEED"] = "true"
+    state = PartialState(backend="gloo")
+    logger.info("DeepSpeed on CPU: %d processes over gloo", state.num_processes)
+    return {"use_configured_state": True}
+
+
+def error_line(message: str) -> None:
+    """`error: message` on stderr in one write, so the lines of several ranks never run together
+    (launchers run python unbuffered: print would write the text and the newline apart)."""
+    os.write(2, f"error: {message}\n".encode())
 
 
 def single_process_environment() -> None:

@@ -102,9 +102,13 @@ class ValueTrainer:
 def training_arguments(args, deepspeed):
     from transformers import TrainingArguments
 
+    from models.training import configure_cpu_deepspeed
+
     # gloo only for a distributed CPU run: a backend alone makes accelerate expect a process group
     backend = "nccl" if torch.cuda.is_available() else ("gloo" if "LOCAL_RANK" in os.environ else None)
+    accelerator_config = configure_cpu_deepspeed(deepspeed)
     return TrainingArguments(
+        accelerator_config=accelerator_config,
         output_dir=args.save_dir, do_train=True, do_eval=True, seed=args.seed, data_seed=args.seed,
         per_device_train_batch_size=args.batch_size_per_device, per_device_eval_batch_size=args.batch_size_per_device,
         num_train_epochs=args.epochs, max_steps=args.max_steps, learning_rate=args.lr,

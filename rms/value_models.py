@@ -58,10 +58,45 @@ def format_input(question: str, state: str) -> str:
     return INPUT_FORMAT.format(p=question, a=state)
 
 
+class ModelNotFoundError(FileNotFoundError, ValueError):
+    """A reward/value model that is neither a folder nor a model id the Hub (or its local cache) has;
+    a ValueError too, so the stages print it as their one-line errors."""
+
+
+WEIGHT_PATTERNS = ("*.json", "*.safetensors", "*.jinja", "*.txt", "*.model", "*.tiktoken", "*.py")
+
+
 def resolve_checkpoint(path: str) -> str:
-    """A run directory that holds `best/` stands for its best model; any other path is returned as is."""
+    """A run directory that holds `best/` stands for its best model; a Hugging Face model id
+    (`Skywork/Skywork-Reward-Llama-3.1-8B-v0.2`) for its snapshot folder, from the local cache when
+    offline (HF_HUB_OFFLINE=1) and downloaded otherwise; a missing folder is a ModelNotFoundError."""
     best = os.path.join(path, "best")
-    return best if os.path.isdir(best) else path
+    if os.path.isdir(best):
+        return best
+    if os.path.isdir(path):
+        return path
+    return hub_snapshot(path)
+
+
+def hub_snapshot(model_id: str) -> str:
+    """The local folder of a hub model (config, tokenizer, safetensors weights; .bin weights only when a
+    repository has no safetensors)."""
+    if model_id.count("/") != 1 or model_id.startswith((".", "/")):
+        raise ModelNotFoundError(f"value model not found: {model_id} (no such folder, and not an org/name model id)")
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+    try:
+        folder = snapshot_download(model_id, allow_patterns=list(WEIGHT_PATTERNS))
+        if not any(name.endswith(".safetensors") for name in os.listdir(folder)):
+            folder = snapshot_download(model_id, allow_patterns=[*WEIGHT_PATTERNS, "*.bin"])
+    except (LocalEntryNotFoundError, HfHubHTTPError, OSError, ValueError) as exc:
+        where = "in the Hugging Face cache (HF_HUB_OFFLINE is set)" if os.environ.get("HF_HUB_OFFLINE") else \
+            "in the Hugging Face cache or on the Hub"
+        raise ModelNotFoundError(f"value model not found: {model_id} is not a folder, nor a model {where}: "
+                                 f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+    logger.info("%s: %s", model_id, folder)
+    return folder
 
 
 def prepare_tokenizer(tokenizer, model_config=None):
@@ -118,7 +153,7 @@ class StandardScalarModel(torch.nn.Module):
         if os.path.exists(head):
             model.value_head.load_state_dict(load_file(head))
         elif head_required:
-            raise FileNotFoundError(f"{directory}: no {VALUE_HEAD_FILE} (not a standard_scalar value model)")
+            raise ModelNotFoundError(f"{directory}: no {VALUE_HEAD_FILE} (not a standard_scalar value model)")
         return model
 
 
@@ -201,7 +236,7 @@ class InHouseValueModel(ValueModel):
 
         model = load_backbone(cls.rm_class, path, dtype)
         if cls.rm_class == "standard_scalar" and not os.path.exists(os.path.join(path, VALUE_HEAD_FILE)):
-            raise FileNotFoundError(f"{path}: no {VALUE_HEAD_FILE} (not a standard_scalar value model)")
+            raise ModelNotFoundError(f"{path}: no {VALUE_HEAD_FILE} (not a standard_scalar value model)")
         tokenizer = prepare_tokenizer(AutoTokenizer.from_pretrained(path), model.config)
         return cls(model, tokenizer, **kwargs)
 
@@ -394,12 +429,11 @@ IN_HOUSE_CLASSES = ("transformers_scalar", "transformers_prob", "standard_scalar
 def load_value_model(path: str, rm_class: str | None = None, *, rm_type: str | None = None, device: str | None = None,
                      dtype: str | torch.dtype | None = None, max_length: int = 2048, batch_size: int = 8,
                      min_rw: float = 0.0, max_rw: float = 1.0) -> ValueModel:
-    """Load a value/reward model for scoring. `path` may be a run directory holding `best/`. Without
+    """Load a value/reward model for scoring. `path` may be a run directory holding `best/` or a hub model
+    id (from the local cache when offline). Without
     `rm_class` (and `rm_type`), what `rms/train.py` recorded in `value_model.json` is used. `dtype` defaults to
     the checkpoint's on a GPU and float32 on the CPU."""
     path = resolve_checkpoint(path)
-    if not os.path.isdir(path):
-        raise FileNotFoundError(f"value model not found: {path}")
     metadata = _read_metadata(path)
     recorded = metadata.get("rm_class")
     rm_class = rm_class or recorded

@@ -250,21 +250,54 @@ def test_resume_continues_step_learning_rate_and_prompt_order(rest):
     assert_loads_and_generates(part)
 
 
-@pytest.mark.slow
-def test_accelerate_launch_with_zero2_on_cpu(rest):
-    directory, model, data = rest
-    save_dir = directory / "ds"
-    launcher = [str(Path(REPO / ".venv" / "bin" / "accelerate")), "launch", "--config_file",
-                str(REPO / "config" / "accelerate" / "cpu_deepspeed.yaml")]
+def accelerate_launcher(*options: str) -> list[str]:
+    launcher = [str(Path(REPO / ".venv" / "bin" / "accelerate")), "launch", *options]
     if not Path(launcher[0]).exists():
         launcher[0] = shutil.which("accelerate") or "accelerate"
-    done = run_script([str(REPO / "models" / "train_grpo.py"), str(model), str(save_dir), str(data), *GRPO_FLAGS,
-                       "--deepspeed_config", str(REPO / "config" / "zero2_config.json"), "--max_steps", "2",
-                       "--save_steps", "2"], cwd=directory, launcher=launcher, timeout=480)
+    return launcher
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("zero2", [True, False], ids=["zero2", "ddp"])
+def test_accelerate_launch_two_processes_on_cpu(rest, zero2):
+    """Two ranks, with ZeRO-2 (the README's launch) and without DeepSpeed (DDP over gloo); each rank
+    scores its own completions, so both reward logs exist and the two ranks saw different prompts."""
+    directory, model, data = rest
+    save_dir = directory / ("ds" if zero2 else "ddp")
+    if zero2:
+        launcher = accelerate_launcher("--config_file", str(REPO / "config" / "accelerate" / "cpu_deepspeed.yaml"),
+                                       "--num_processes", "2")
+        extra = ["--deepspeed_config", str(REPO / "config" / "zero2_config.json")]
+    else:
+        # `--cpu --num_processes 2` would start one process: accelerate runs several CPU processes only through
+        # mpirun; --multi_gpu starts them with torchrun, and train_grpo.py then trains on CPU over gloo
+        launcher, extra = accelerate_launcher("--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+                                              "--mixed_precision", "no", "--dynamo_backend", "no"), []
+    flags = [*GRPO_FLAGS[:3], "2", *GRPO_FLAGS[4:]]  # 2 per device x 2 processes = one group of 4
+    done = run_script([str(REPO / "models" / "train_grpo.py"), str(model), str(save_dir), str(data), *flags, *extra,
+                       "--max_steps", "2", "--save_steps", "2"], cwd=directory, launcher=launcher, timeout=480)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert (save_dir / "checkpoint-2" / "global_step2").is_dir()  # a DeepSpeed engine checkpoint
+    if zero2:
+        assert (save_dir / "checkpoint-2" / "global_step2").is_dir()  # a DeepSpeed engine checkpoint
     assert [entry["step"] for entry in log_history(save_dir) if "loss" in entry] == [1, 2]
+    ranks = [[json.loads(line) for line in (save_dir / name).read_text().splitlines()]
+             for name in ("rewards.jsonl", "rewards.rank1.jsonl")]
+    assert [len(entry["ids"]) for log in ranks for entry in log] == [2, 2, 2, 2]
     assert_loads_and_generates(save_dir)
+
+
+@pytest.mark.slow
+def test_two_ranks_refuse_a_partial_group_in_one_line_each(rest):
+    directory, model, data = rest
+    launcher = accelerate_launcher("--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+                                   "--mixed_precision", "no", "--dynamo_backend", "no")
+    done = run_script([str(REPO / "models" / "train_grpo.py"), str(model), str(directory / "refused"), str(data),
+                       "--batch_size_per_device", "2", "--num_generations", "8", "--report_to", "none"],
+                      cwd=directory, launcher=launcher, timeout=300)
+    assert done.returncode != 0
+    errors = [line for line in done.stderr.splitlines() if "error:" in line]
+    assert len(errors) >= 2 and all(line.startswith("error: ") and line.count("error:") == 1 for line in errors)
+    assert "--gradient_accumulation_steps 2" in errors[0] and "--prompts_per_step" in errors[0]
 
 
 @pytest.mark.slow
@@ -286,5 +319,5 @@ def test_empty_data_is_one_line_error(tmp_path, tiny_model_dir):
     default_batch = subprocess.run([sys.executable, str(REPO / "models" / "train_grpo.py"), str(tiny_model_dir),
                                     str(tmp_path / "out"), str(data), "--report_to", "none"],
                                    capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
-    assert default_batch.returncode == 2 and "divisible by num_generations" in default_batch.stderr
+    assert default_batch.returncode == 2 and "not whole groups of --num_generations 8" in default_batch.stderr
     assert "Traceback" not in default_batch.stderr
