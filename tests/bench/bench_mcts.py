@@ -37,7 +37,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--num_decision", type=int, default=3, help="visible children per node")
     parser.add_argument("--max_tokens", type=int, default=96, help="max new tokens per completion")
     parser.add_argument("--leaves_per_tree", type=int, default=2, help="batched mode: leaves per tree per round")
-    parser.add_argument("--batch_size", type=int, default=128, help="hf engine: sequences per forward batch")
+    parser.add_argument("--batch_size", type=int, default=None, help="hf engine: rows per batch (default: its own)")
     parser.add_argument("--workers", type=int, default=2, help="sandbox workers")
     parser.add_argument("--runs", type=int, default=1, help="runs of each mode (alternating)")
     parser.add_argument("--seed", type=int, default=0)
@@ -77,7 +77,8 @@ def search_once(problems, backend, sandbox, args, batched: bool) -> dict:
     benchmark = get_benchmark("TinyCode")
     config = SearchConfig(domain="TinyCode", num_sample=args.num_sample, num_decision=args.num_decision,
                           iteration_limit=args.iteration_limit, max_tokens=args.max_tokens,
-                          stop=get_stop_strings("TinyCode"), seed=args.seed, seed_per_prompt=False,
+                          stop=get_stop_strings("TinyCode"), seed=args.seed,
+                          seed_per_prompt=backend.batches_seeded_prompts,
                           max_active=len(problems) if batched else 1,
                           leaves_per_tree=args.leaves_per_tree if batched else 1)
     stats = Counter()
