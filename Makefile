@@ -48,6 +48,15 @@ test-vllm: $(VLLM_STAMP)
 test-slow: install
 	$(PY) -m pytest -q -m slow tests
 
+# The GPU paths on tiny models it builds itself (runs/gpu_check.py, no network): `make gpu-check` on a CUDA
+# machine, `make gpu-check DEVICE=cpu` anywhere (CI). It needs only torch, transformers and accelerate to
+# start, so it runs with the project's venv when there is one and with $(PYTHON) otherwise.
+DEVICE ?= cuda
+GPU_CHECK_PY ?= $(if $(wildcard $(PY)),$(PY),$(PYTHON))
+.PHONY: gpu-check
+gpu-check:
+	PYTHONPATH=$(CURDIR) $(GPU_CHECK_PY) runs/gpu_check.py --device $(DEVICE)
+
 test-sweep: install
 	$(PY) -m pytest -q -s -m sweep tests
 

@@ -4,6 +4,7 @@
 # Settings are the variables below; override any of them from the environment, e.g.
 #   MODEL=models/ckpts/tiny-coder NAME=tiny-coder DATA=... ACCELERATE_CONFIG=config/accelerate/cpu_deepspeed.yaml \
 #   REPORT_TO=none bash models/run_grpo.sh
+# One 8-GPU node: ACCELERATE_CONFIG=config/accelerate/multi_gpu.yaml NUM_PROCESSES=8 bash models/run_grpo.sh
 # Extra GRPOConfig flags go after the script's arguments: bash models/run_grpo.sh --beta 0.04 --loss_type bnpo
 set -euo pipefail
 
@@ -20,7 +21,11 @@ LR=${LR:-1e-7}
 EPOCHS=${EPOCHS:-1}
 SAVE_STEPS=${SAVE_STEPS:-0.5}
 BATCH_SIZE_PER_DEVICE=${BATCH_SIZE_PER_DEVICE:-2}
+# Prompt groups per optimizer step over all processes: 2 is the README's 8 GPUs x 2 per device / 8 generations,
+# kept on 1, 2 or 4 GPUs by a larger accumulation (8, 4, 2). Empty: GRADIENT_ACCUMULATION_STEPS as given.
+PROMPTS_PER_STEP=${PROMPTS_PER_STEP:-2}
 GRADIENT_ACCUMULATION_STEPS=${GRADIENT_ACCUMULATION_STEPS:-1}
+NUM_PROCESSES=${NUM_PROCESSES:-""}                         # e.g. 8 (one per GPU); empty: the accelerate config's
 SYMBOL_REWARD=${SYMBOL_REWARD:-1e-3}
 TRAILING_PENALTY=${TRAILING_PENALTY:-1e-6}
 REPORT_TO=${REPORT_TO:-wandb}
@@ -36,6 +41,13 @@ launch=(accelerate launch)
 if [ -n "$ACCELERATE_CONFIG" ]; then
   launch+=(--config_file "$ACCELERATE_CONFIG")
 fi
+if [ -n "$NUM_PROCESSES" ]; then
+  launch+=(--num_processes "$NUM_PROCESSES")
+fi
+batch_flags=(--gradient_accumulation_steps "$GRADIENT_ACCUMULATION_STEPS")
+if [ -n "$PROMPTS_PER_STEP" ]; then
+  batch_flags=(--prompts_per_step "$PROMPTS_PER_STEP")
+fi
 
 "${launch[@]}" models/train_grpo.py \
   "$MODEL" \
@@ -50,7 +62,7 @@ fi
   --epochs "$EPOCHS" \
   --save_steps "$SAVE_STEPS" \
   --batch_size_per_device "$BATCH_SIZE_PER_DEVICE" \
-  --gradient_accumulation_steps "$GRADIENT_ACCUMULATION_STEPS" \
+  "${batch_flags[@]}" \
   --symbol_reward "$SYMBOL_REWARD" \
   --trailing_penalty "$TRAILING_PENALTY" \
   --report_to "$REPORT_TO" \

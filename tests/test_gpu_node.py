@@ -73,6 +73,25 @@ def test_each_stage_help_states_the_placement_rule(stage):
     assert "GPU placement:" in text and "last GPU to itself" in text and "--vllm_data_parallel_size" in text
 
 
+@pytest.mark.slow
+def test_data_parallel_replicas_sample_what_one_engine_samples(tiny_model_dir):
+    """Two replica processes (the hf engine stands in for vLLM on CPU) split a call's prompts; with each
+    prompt's own seed the samples are those of a single engine, in prompt order."""
+    from models.generation import HFBackend
+    from models.vllm_backend import DataParallelBackend
+
+    prompts = [f"def f{i}(x):\n" for i in range(5)]
+    single = HFBackend(str(tiny_model_dir), device="cpu")
+    expected = single.generate(prompts, n=2, temperature=1.0, max_tokens=8, seed=[11 * i for i in range(5)])
+    replicas = DataParallelBackend(str(tiny_model_dir), 2, engine="hf", gpu_groups=[[], []], device="cpu")
+    try:
+        got = replicas.generate(prompts, n=2, temperature=1.0, max_tokens=8, seed=[11 * i for i in range(5)])
+        assert [[g.text for g in o.generations] for o in got] == [[g.text for g in o.generations] for o in expected]
+        assert replicas.generate(prompts[:1], n=1, max_tokens=4, seed=[3])[0].generations  # fewer prompts than replicas
+    finally:
+        replicas.close()
+
+
 # -- item 7: no CUDA initialisation before vLLM forks -----------------------------------------------
 
 def test_gpu_checks_before_vllm_do_not_initialise_cuda(monkeypatch):

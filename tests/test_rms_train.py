@@ -157,17 +157,27 @@ def run_command(command, cwd, timeout=600):
 
 
 @pytest.mark.slow
-def test_deepspeed_launcher_zero3_from_another_directory(tiny, tmp_path):
+def test_deepspeed_launcher_two_ranks_zero3_from_another_directory(tiny, tmp_path):
+    """`deepspeed --num_gpus 2` on CPU: two ranks under ZeRO-3 (before, the Trainer filled train_batch_size
+    for one process and DeepSpeed stopped: "4 != 4 * 1 * 2"); best/ holds the full weights, which reload
+    and score."""
     lm, data, _ = tiny
     save_dir = tmp_path / "ds3"
+    from safetensors.torch import load_file
+
     from rms.trainer import free_port
 
     # a port of its own: the launcher's default 29500 may be taken by another run on the machine
-    log = run_command(["deepspeed", "--master_port", str(free_port()), str(REPO / "rms" / "train.py"),
+    log = run_command(["deepspeed", "--num_gpus", "2", "--master_port", str(free_port()),
+                       str(REPO / "rms" / "train.py"),
                        *run_args(lm, data, save_dir, "transformers_scalar", "--max_steps", "4", "--save_steps", "2",
                                  "--deepspeed_config", "rms/config/zero3_config.json")], cwd=tmp_path)
-    assert "DeepSpeed ZeRO stage 3" in log
-    assert load_value_model(str(save_dir)).score(QUESTIONS[:1], GOOD[:1])[0] >= 0.0
+    assert log.count("DeepSpeed ZeRO stage 3") == 2 and log.count("DeepSpeed on CPU: 2 processes") == 2
+    saved = load_file(str(save_dir / "best" / "model.safetensors"))
+    base = load_file(str(lm / "model.safetensors"))
+    assert saved["model.embed_tokens.weight"].shape == base["model.embed_tokens.weight"].shape  # not a shard
+    value_model = load_value_model(str(save_dir))
+    assert all(0.0 <= score <= 1.0 for score in value_model.score(QUESTIONS, GOOD))
 
 
 @pytest.mark.slow

