@@ -81,37 +81,80 @@ class PreallocatedLayer(DynamicLayer):
             self._views()
 
 
-def decode_attention(module, query, key, value, attention_mask, dropout: float = 0.0, scaling: float | None = None,
-                     **kwargs):
-    """transformers' sdpa attention, except for one new token per row (decoding), where the query
-    heads that share a key/value head are grouped against it: sdpa with a padding mask first copies
-    the whole cache once per query head (`repeat_kv`), which on CPU costs more than the attention."""
-    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+@dataclass
+class SharedPrefix:
+    """The prompts' keys and values (per layer [prompts, kv_heads, width, dim], left-padded), read once
+    per prompt by all its rows: row r is sample `slots[r] % n` of prompt `slots[r] // n`."""
 
-    plain = dropout == 0.0 and kwargs.get("softcap") is None and kwargs.get("s_aux") is None
-    if query.shape[2] != 1 or not plain or (attention_mask is not None and attention_mask.dtype != torch.bool):
+    keys: list[torch.Tensor]
+    values: list[torch.Tensor]
+    mask: torch.Tensor  # [prompts, width], True on prompt tokens
+    slots: torch.Tensor  # [rows]
+    n: int
+
+    def keep(self, prompts: torch.Tensor) -> None:
+        """Keep only these prompts (sorted indices), renumbering the rows' slots."""
+        renumber = torch.full((len(self.mask),), -1, dtype=torch.long, device=self.mask.device)
+        renumber[prompts] = torch.arange(len(prompts), device=self.mask.device)
+        self.slots = renumber[self.slots // self.n] * self.n + self.slots % self.n
+        self.keys = [keys[prompts] for keys in self.keys]
+        self.values = [values[prompts] for values in self.values]
+        self.mask = self.mask[prompts]
+
+
+def decode_attention(module, query, key, value, attention_mask, dropout: float = 0.0, scaling: float | None = None,
+                     shared_prefix: SharedPrefix | None = None, **kwargs):
+    """transformers' sdpa attention, except while decoding (one new token per row, `shared_prefix`
+    given): each row attends to its prompt's keys, shared by the prompt's n rows and read once for
+    all of them (one matrix product per prompt), and to its own new tokens (`key`, `value`: the
+    rows' cache of new tokens, all attended); one softmax over both, as if they were one sequence."""
+    if shared_prefix is None:
+        from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
                                       **kwargs)
-    batch, heads, _, dim = query.shape
-    grouped = query.view(batch, key.shape[1], heads // key.shape[1], dim)
-    scores = torch.matmul(grouped, key.transpose(2, 3)) * (dim ** -0.5 if scaling is None else scaling)
-    if attention_mask is not None:  # [batch, 1, 1, length], True where attended
-        scores = scores.masked_fill(~attention_mask, float("-inf"))
-    output = torch.matmul(scores.softmax(dim=-1).to(value.dtype), value)
-    return output.reshape(batch, 1, heads, dim), None
+    rows, heads, _, dim = query.shape
+    prefix_keys, prefix_values = shared_prefix.keys[module.layer_idx], shared_prefix.values[module.layer_idx]
+    prompts, kv_heads, width, _ = prefix_keys.shape
+    group, n = heads // kv_heads, shared_prefix.n
+    scale = dim ** -0.5 if scaling is None else scaling
+    grouped = query.view(rows, kv_heads, group, dim)
+    # the rows' queries in a [prompts x n] grid of slots (a finished row's slot stays empty)
+    slots = query.new_zeros(prompts * n, kv_heads, group, dim)
+    slots[shared_prefix.slots] = grouped
+    by_prompt = slots.view(prompts, n, kv_heads, group, dim).transpose(1, 2).reshape(prompts, kv_heads, n * group, dim)
+    prefix_scores = torch.matmul(by_prompt, prefix_keys.transpose(2, 3)) * scale
+    prefix_scores = prefix_scores.masked_fill(~shared_prefix.mask[:, None, None, :], float("-inf"))
+    prefix_scores = prefix_scores.view(prompts, kv_heads, n, group, width).transpose(1, 2)
+    prefix_scores = prefix_scores.reshape(prompts * n, kv_heads, group, width)[shared_prefix.slots]
+    own_scores = torch.matmul(grouped, key.transpose(2, 3)) * scale
+    weights = torch.cat([prefix_scores, own_scores], dim=-1).softmax(dim=-1).to(value.dtype)
+    output = torch.matmul(weights[..., width:], value)
+    slot_weights = weights.new_zeros(prompts * n, kv_heads, group, width)
+    slot_weights[shared_prefix.slots] = weights[..., :width]
+    slot_weights = slot_weights.view(prompts, n, kv_heads, group, width).transpose(1, 2)
+    prefix_output = torch.matmul(slot_weights.reshape(prompts, kv_heads, n * group, width), prefix_values)
+    prefix_output = prefix_output.view(prompts, kv_heads, n, group, dim).transpose(1, 2)
+    output = output + prefix_output.reshape(prompts * n, kv_heads, group, dim)[shared_prefix.slots]
+    return output.reshape(rows, 1, heads, dim), None
+
+
+def supports(model) -> bool:
+    """Whether `decode` can run this model: transformers' sdpa attention taken by name, every layer
+    full attention (no sliding windows), a decoder-only model."""
+    config = model.config
+    layer_types = getattr(config, "layer_types", None) or ["full_attention"]
+    return (config._attn_implementation == "sdpa" and set(layer_types) == {"full_attention"}
+            and not config.is_encoder_decoder and model._can_set_attn_implementation())
 
 
 @contextlib.contextmanager
-def grouped_decode_attention(model):
-    """The model attends with `decode_attention` inside the block (when it takes an attention
-    function by name, as transformers' own models do), and as before after it."""
+def prefix_attention(model):
+    """The model attends with `decode_attention` inside the block, as before after it."""
     from transformers import AttentionInterface
     from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
 
     previous = model.config._attn_implementation
-    if previous != "sdpa":
-        yield
-        return
     AttentionInterface.register(ATTENTION, decode_attention)
     ALL_MASK_ATTENTION_FUNCTIONS.register(ATTENTION, sdpa_mask)
     model.set_attn_implementation(ATTENTION)
@@ -161,36 +204,40 @@ def row_uniforms(seeds: Sequence[int], max_tokens: int) -> torch.Tensor:
 def decode(model, tokenizer, prompt_ids: Sequence[Sequence[int]], n: int, seeds: Sequence[int], temperature: float,
            max_tokens: int, eos_ids: set[int], stop: Sequence[str] = (), top_k: int = 0,
            top_p: float = 1.0) -> list[list[Row]]:
-    """Per prompt, n rows; sample j of prompt i draws with seed `seeds[i] + j`."""
+    """Per prompt, n rows; sample j of prompt i draws with seed `seeds[i] + j`. The model must be one
+    `supports` accepts."""
     if max_tokens <= 0:
         return [[Row([], "length") for _ in range(n)] for _ in prompt_ids]
     device = model.device
     width = max(len(ids) for ids in prompt_ids)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     input_ids = torch.tensor([[pad] * (width - len(ids)) + list(ids) for ids in prompt_ids], device=device)
-    mask = torch.zeros(len(prompt_ids), width + max_tokens, dtype=torch.long, device=device)
+    mask = torch.zeros(len(prompt_ids), width, dtype=torch.bool, device=device)
     for index, ids in enumerate(prompt_ids):
-        mask[index, width - len(ids):] = 1
-    cache = Cache(layers=[PreallocatedLayer(width + max_tokens) for _ in range(model.config.num_hidden_layers)])
-    with torch.no_grad(), grouped_decode_attention(model):
-        prefill = model(input_ids=input_ids, attention_mask=mask[:, :width], past_key_values=cache, use_cache=True,
-                        position_ids=(mask[:, :width].cumsum(-1) - 1).clamp(min=0), logits_to_keep=1)
-        cache.batch_repeat_interleave(n)
-        state = _Batch(prefill.logits[:, -1].repeat_interleave(n, dim=0), mask.repeat_interleave(n, dim=0),
+        mask[index, width - len(ids):] = True
+    layers = model.config.num_hidden_layers
+    with torch.no_grad(), prefix_attention(model):
+        prompt_cache = Cache(layers=[PreallocatedLayer(width) for _ in range(layers)])
+        prefill = model(input_ids=input_ids, attention_mask=mask.long(), past_key_values=prompt_cache, use_cache=True,
+                        position_ids=(mask.long().cumsum(-1) - 1).clamp(min=0), logits_to_keep=1)
+        rows = torch.arange(len(prompt_ids) * n, device=device)
+        prefix = SharedPrefix([layer.keys for layer in prompt_cache.layers],
+                              [layer.values for layer in prompt_cache.layers], mask, rows.clone(), n)
+        state = _Batch(prefill.logits[:, -1].repeat_interleave(n, dim=0),
                        torch.tensor([len(ids) for ids in prompt_ids], device=device).repeat_interleave(n),
                        row_uniforms([seed + j for seed in seeds for j in range(n)], max_tokens).to(device),
-                       torch.arange(len(prompt_ids) * n, device=device), max_tokens)
-        rows = _run(model, cache, state, width, temperature, top_k, top_p, eos_ids, _stop_check(tokenizer, stop))
-    return [rows[index * n:(index + 1) * n] for index in range(len(prompt_ids))]
+                       rows, max_tokens)
+        cache = Cache(layers=[PreallocatedLayer(max_tokens) for _ in range(layers)])
+        results = _run(model, cache, prefix, state, temperature, top_k, top_p, eos_ids, _stop_check(tokenizer, stop))
+    return [results[index * n:(index + 1) * n] for index in range(len(prompt_ids))]
 
 
 @dataclass
 class _Batch:
-    """The running rows: their last logits, attention masks, next positions, uniforms, original row
-    indices, and the tokens drawn so far."""
+    """The running rows: their last logits, next positions, uniforms, original row indices, and the
+    tokens drawn so far."""
 
     logits: torch.Tensor
-    mask: torch.Tensor
     positions: torch.Tensor
     uniforms: torch.Tensor
     rows: torch.Tensor
@@ -199,10 +246,12 @@ class _Batch:
     def __post_init__(self):
         self.tokens = torch.zeros(len(self.rows), self.max_tokens, dtype=torch.long, device=self.logits.device)
 
-    def keep(self, keep: torch.Tensor, cache: Cache) -> None:
-        for name in ("logits", "mask", "positions", "uniforms", "rows", "tokens"):
+    def keep(self, keep: torch.Tensor, cache: Cache, prefix: SharedPrefix) -> None:
+        for name in ("logits", "positions", "uniforms", "rows", "tokens"):
             setattr(self, name, getattr(self, name)[keep])
         cache.batch_select_indices(keep)
+        prefix.slots = prefix.slots[keep]
+        prefix.keep(torch.unique(prefix.slots // prefix.n))
 
 
 def _stop_check(tokenizer, stop: Sequence[str]):
@@ -214,7 +263,8 @@ def _stop_check(tokenizer, stop: Sequence[str]):
     return StopStringCriteria(tokenizer, stop)
 
 
-def _run(model, cache, state: _Batch, width: int, temperature, top_k, top_p, eos_ids, stop_check) -> list[Row]:
+def _run(model, cache, prefix: SharedPrefix, state: _Batch, temperature, top_k, top_p, eos_ids,
+         stop_check) -> list[Row]:
     results: list[Row | None] = [None] * len(state.rows)
     eos = torch.tensor(sorted(eos_ids), dtype=torch.long, device=state.logits.device)
     running = torch.ones(len(state.rows), dtype=torch.bool, device=state.logits.device)
@@ -222,7 +272,7 @@ def _run(model, cache, state: _Batch, width: int, temperature, top_k, top_p, eos
         tokens = sample_next(state.logits, state.uniforms[:, step], temperature, top_k, top_p)
         state.tokens[:, step] = tokens
         ended = torch.isin(tokens, eos)
-        stopped = ended | stop_check(state.tokens[:, :step + 1], None) if stop_check else ended
+        stopped = (ended | stop_check(state.tokens[:, :step + 1], None)) if stop_check else ended
         done = running & (stopped | (step + 1 == state.max_tokens))
         for index in done.nonzero().flatten().tolist():
             length = step if ended[index] else step + 1
@@ -234,11 +284,11 @@ def _run(model, cache, state: _Batch, width: int, temperature, top_k, top_p, eos
             break
         if count < COMPACT_BELOW * len(running):
             keep = running.nonzero().flatten()
-            state.keep(keep, cache)
+            state.keep(keep, cache, prefix)
             tokens, running = tokens[keep], running[keep]
-        state.mask[:, width + step] = 1
-        output = model(input_ids=tokens.unsqueeze(-1), attention_mask=state.mask[:, :width + step + 1],
-                       position_ids=state.positions.unsqueeze(-1), past_key_values=cache, use_cache=True)
+        # the new tokens attend to their prompt (shared_prefix) and to all new tokens before them: no mask
+        output = model(input_ids=tokens.unsqueeze(-1), position_ids=state.positions.unsqueeze(-1),
+                       past_key_values=cache, use_cache=True, shared_prefix=prefix)
         state.logits = output.logits[:, -1]
         state.positions = state.positions + 1
     return results

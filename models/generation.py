@@ -68,6 +68,12 @@ class HFBackend:
                 if dtype == "auto" else getattr(torch, dtype)
             model_object = AutoModelForCausalLM.from_pretrained(model, dtype=torch_dtype)
         self.model = model_object.to(self.device).eval()
+        from models.decoding import supports
+
+        if decoder == "loop" and not supports(self.model):
+            logger.warning("%s: the decoding loop needs sdpa attention on full-attention layers; "
+                           "sampling with generate() instead, prompt by prompt under per-prompt seeds", model)
+            decoder = "generate"
         self.decoder = decoder
         # large batches pay on CPU (per-step overhead dominates a small model); on a GPU the cache,
         # sized for prompt + max_tokens per row, bounds them
