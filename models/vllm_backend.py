@@ -23,6 +23,7 @@ tensor-parallel size is 1 and the dtype bfloat16. A script that builds this back
 """
 from __future__ import annotations
 
+import atexit
 import logging
 import multiprocessing
 import os
@@ -116,7 +117,10 @@ def _replica_main(connection, model: str, engine: str, options: dict) -> None:
         connection.send(("error", f"{type(exc).__name__}: {exc}"))
         return
     while True:
-        request = connection.recv()
+        try:
+            request = connection.recv()
+        except EOFError:  # the parent is gone
+            return
         if request is None:
             return
         try:
@@ -142,7 +146,9 @@ class DataParallelBackend:
         self._connections, self._processes = [], []
         for index in range(replicas):
             parent, child = context.Pipe()
-            process = context.Process(target=_replica_main, args=(child, model, engine, options), daemon=True)
+            # not a daemon: vLLM starts its own engine process inside, which daemons may not have; close()
+            # (also at exit) stops them
+            process = context.Process(target=_replica_main, args=(child, model, engine, options), daemon=False)
             with _visible_devices(gpu_groups[index] if gpu_groups else None):
                 process.start()
             child.close()
@@ -154,6 +160,7 @@ class DataParallelBackend:
         except Exception:
             self.close()
             raise
+        atexit.register(self.close)
         logger.info("%d %s replicas of %s ready", replicas, engine, model)
 
     def generate(self, prompts: Sequence[str], n: int = 1, temperature: float = 0.7, max_tokens: int = 1024,
