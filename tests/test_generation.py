@@ -106,6 +106,18 @@ def test_greedy_loop_matches_transformers_generate(tiny_dir):
     assert _samples(a) == _samples(b)
 
 
+def test_finished_rows_leave_the_batch_without_changing_the_others(tiny_dir, monkeypatch):
+    import models.decoding
+
+    backend = HFBackend(tiny_dir, device="cpu")
+    call = dict(n=4, temperature=1.0, max_tokens=30, stop=["e", "a"], seed=9)
+    compacted = backend.generate(PROMPTS, **call)
+    monkeypatch.setattr(models.decoding, "COMPACT_BELOW", 0.0)  # finished rows stay in the batch to the end
+    assert _samples(backend.generate(PROMPTS, **call)) == _samples(compacted)
+    lengths = sorted(g.completion_tokens for o in compacted for g in o.generations)
+    assert lengths[len(lengths) // 2] < 30 * 0.75  # most rows ended early: the batch was compacted
+
+
 def test_sampler_draws_the_softmax_distribution_and_filters_like_transformers():
     import torch
     from transformers.generation.logits_process import TopKLogitsWarper, TopPLogitsWarper
@@ -155,3 +167,15 @@ def test_finish_reasons_and_token_counts_of_the_loop(tiny_dir):
     assert any(g.finish_reason == "stop" and g.completion_tokens > len(backend.tokenizer(g.text)["input_ids"])
                for g in generations)
     assert outputs[0].prompt_tokens == len(backend.tokenizer(PROMPTS[0], add_special_tokens=False)["input_ids"])
+
+
+def test_models_the_loop_cannot_run_sample_with_generate(tiny_dir):
+    from transformers import AutoModelForCausalLM
+
+    loop = HFBackend(tiny_dir, device="cpu")
+    loop.generate(PROMPTS[:1], n=2, temperature=1.0, max_tokens=4, seed=0)
+    assert loop.batches_seeded_prompts and loop.model.config._attn_implementation == "sdpa"  # restored after a call
+    eager = AutoModelForCausalLM.from_pretrained(tiny_dir, attn_implementation="eager")
+    fallback = HFBackend(tiny_dir, device="cpu", model_object=eager)
+    assert fallback.decoder == "generate" and not fallback.batches_seeded_prompts
+    assert len(fallback.generate(PROMPTS[:2], n=2, temperature=1.0, max_tokens=4, seed=[1, 2])[1].generations) == 2
