@@ -20,13 +20,14 @@ Monte-Carlo value targets (`mc_rollouts=K`, VinePPO's estimator): when a tree's 
 rollouts are sampled from every line prefix of its programs (the prefixes' states, short of the whole
 program) and the mean reward is recorded as `mc_rewards` [{state, reward, rollouts, rewards}].
 
-Seeds. With `seed_per_prompt` (vllm and api backends, which batch per-prompt seeds) each request
-draws with a seed of the run seed, the problem and the iteration: a problem's tree does not depend on
-which problems share its batches, so shards and resumed runs repeat an unsharded run (up to the
-engine's batch numerics). The hf backend samples prompt by prompt when given per-prompt seeds, so
-without `seed_per_prompt` each batched call gets one int seed from the run seed and the round number:
-a run repeats itself exactly, but a problem's samples depend on the batch it ran in (a sharded,
-resumed, or differently batched run draws other, equally valid, samples).
+Seeds. With `seed_per_prompt` (every backend that batches per-prompt seeds: vllm, api, and hf with
+its decoding loop) each request draws with a seed of the run seed, the problem and the iteration: a
+problem's tree does not depend on which problems share its batches, so shards and resumed runs repeat
+an unsharded run (up to the engine's batch numerics). A backend that samples prompt by prompt under
+per-prompt seeds (hf on a model its loop cannot run) gets, without `seed_per_prompt`, one int seed per
+batched call from the run seed and the round number: a run repeats itself exactly, but a problem's
+samples depend on the batch it ran in (a sharded, resumed, or differently batched run draws other,
+equally valid, samples).
 """
 from __future__ import annotations
 
