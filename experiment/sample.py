@@ -51,7 +51,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     add_problem_args(parser)
     add_generation_args(parser)
     parser.add_argument("--chunk_size", type=int, default=None,
-                        help="problems per generation call (default 1 with the hf engine, 32 otherwise); "
+                        help="problems per generation call (default 32; 1 where the engine samples prompt by prompt "
+                             "under per-prompt seeds: hf on a model its decoding loop cannot run); "
                              "a kill loses at most the chunk being generated and the one being verified")
     parser.add_argument("--output", default=None, help="output file (default: the original's path)")
     args = parser.parse_args(argv)
