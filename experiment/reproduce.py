@@ -1,0 +1,344 @@
+"""The paper's claims in miniature on TinyCode on CPU, through the stage commands themselves
+(`make reproduce`; `make demo` is the same protocol at a smaller size).
+
+Runs in output/reproduce/ (or --work) as its working directory: its data/, generate/, output/, models/ckpts/
+and rms/ckpts/ live there; the tiny policy is linked in from models/ckpts/tiny-coder (trained first if absent).
+  problems  TinyCode's test distribution (held-out block pairs, four-step tasks), split by template into an
+            RL pool and an evaluation pool that share no composition; the tiny policy was fine-tuned on
+            neither (its train split is the other distribution)
+  policies  sample the base policy on the RL pool -> naive (`basic`), ReST-GRPO, SFT, DPO and outcome data ->
+            GRPO on naive data (the GRPO loss and, as its own arm, the DAPO loss), ReST-GRPO round 1, a second
+            ReST round sampled with the round-1 policy, ReST-EM (SFT) and ReST-DPO baselines
+  rankers   MCTS traces on the RL pool -> value data -> the value model (VM); outcome data -> the ORM
+  evaluate  on the evaluation pool: every policy's pass@1; ORM best-of-N, VM best-of-N, ORM-MCTS and VM-MCTS
+            at each budget of policy samples per problem; ReST-RL (the final ReST policy with VM-MCTS);
+            checkpoints along training for the efficiency curve
+Writes  <work>/table.md, table.json (every comparison a paired difference with its bootstrap interval,
+        evaluation.compare; the rankers' AUC on the base policy's evaluation programs; zero-std fractions;
+        elapsed_s), efficiency.png, budget.png, zero_std.png, commands.sh (every command in the order it
+        started; `bash commands.sh` in <work> replays them one after another) and logs/<step>.log.
+Independent stages run side by side (`parallel` in the config), each on `threads` torch threads.
+A rerun resumes: stages resume by id, finished trainings and evaluations are kept.
+
+    python -m experiment.reproduce [--config config/reproduce.json] [--work output/reproduce]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+
+from data.jsonl import write_json
+from experiment import paths
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DOMAIN = "TinyCode"
+RL_FILE, EVAL_FILE = "rl.jsonl", "eval.jsonl"
+
+
+@dataclass
+class Step:
+    name: str  # unique; also the log file's name
+    title: str
+    argv: list[str]
+    after: tuple[str, ...] = ()  # steps that must have finished first
+    done: str | None = None  # a path (in the working directory) whose existence means: nothing to do
+
+
+class Runner:
+    """Runs steps in dependency order, up to `parallel` at once, in the working directory; logs each
+    command to commands.sh (in start order) and its output to logs/<name>.log."""
+
+    def __init__(self, work: str, threads: int, parallel: int):
+        self.work, self.parallel, self.start = work, max(1, parallel), time.monotonic()
+        self.env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
+                    "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "WANDB_MODE": "offline",
+                    "PYTHONUNBUFFERED": "1"}
+        os.makedirs(os.path.join(work, "logs"), exist_ok=True)
+        self.commands = open(os.path.join(work, "commands.sh"), "a", encoding="utf-8")
+        self.seconds: dict[str, float] = {}
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.start
+
+    def _launch(self, step: Step) -> subprocess.Popen:
+        command = " ".join(shlex.quote(part) for part in step.argv)
+        print(f"[{self.elapsed():6.0f} s] start {step.name}: {step.title}\n  $ {command}", flush=True)
+        self.commands.write(f"# {step.title}\n{command}\n")
+        self.commands.flush()
+        log = open(os.path.join(self.work, "logs", f"{step.name}.log"), "a", encoding="utf-8")
+        process = subprocess.Popen([sys.executable if part == "python" else part for part in step.argv],
+                                   cwd=self.work, env=self.env, stdout=log, stderr=subprocess.STDOUT)
+        process.log, process.began = log, time.monotonic()
+        return process
+
+    def run(self, steps: list[Step]) -> None:
+        names = [step.name for step in steps]
+        assert len(set(names)) == len(names), "step names must be unique"
+        pending, running, finished = list(steps), {}, set()
+        while pending or running:
+            for step in list(pending):
+                if len(running) >= self.parallel:
+                    break
+                if all(name in finished for name in step.after):
+                    pending.remove(step)
+                    if step.done and os.path.exists(os.path.join(self.work, step.done)):
+                        finished.add(step.name)
+                        continue
+                    running[step.name] = (step, self._launch(step))
+            if pending and not running:
+                missing = sorted({name for step in pending for name in step.after} - set(names))
+                raise SystemExit(f"reproduce: steps wait on unknown steps {missing}")
+            time.sleep(0.5)
+            for name, (step, process) in list(running.items()):
+                if process.poll() is None:
+                    continue
+                process.log.close()
+                del running[name]
+                self.seconds[name] = round(time.monotonic() - process.began, 1)
+                if process.returncode != 0:
+                    self._fail(step, process.returncode, running)
+                finished.add(name)
+                print(f"[{self.elapsed():6.0f} s] done  {name} ({self.seconds[name]:.0f} s)", flush=True)
+
+    def _fail(self, step: Step, code: int, running: dict) -> None:
+        for _, process in running.values():  # they resume on the next run
+            process.terminate()
+            process.wait()
+        with open(os.path.join(self.work, "logs", f"{step.name}.log"), encoding="utf-8", errors="replace") as handle:
+            tail = handle.readlines()[-15:]
+        sys.stderr.write("".join(tail))
+        raise SystemExit(f"reproduce: step {step.name} ({step.title}) failed with exit {code}; its log is "
+                         f"{self.work}/logs/{step.name}.log; run the same command again to resume")
+
+
+def ids(count: int) -> str:
+    return ",".join(str(index) for index in range(count))
+
+
+def flags(settings: dict) -> list[str]:
+    return [part for name, value in settings.items() for part in (f"--{name}", str(value))]
+
+
+def prepare(config: dict, run: Runner) -> list[Step]:
+    """The tiny policy (trained once, in the repository) linked in; the problem pools generated."""
+    policy = os.path.join(REPO, config["policy"])
+    if not os.path.exists(os.path.join(policy, "config.json")):
+        print("[reproduce] training the tiny policy first (python -m models.tiny; about 6 minutes)", flush=True)
+        subprocess.run([sys.executable, "-m", "models.tiny", "--output", policy, "--if_missing", "true",
+                        "--eval_n", "0"], cwd=REPO, env=run.env, check=True)
+    link = os.path.join(run.work, config["policy"])
+    os.makedirs(os.path.dirname(link), exist_ok=True)
+    if not os.path.lexists(link):
+        os.symlink(policy, link)
+    data = config["problems"]
+    return [Step("problems", "TinyCode problems: RL and evaluation pools split by template",
+                 ["python", "-m", "data.tinycode", "--seed", str(config["seed"]), "--n_train", str(data["n_train"]),
+                  "--n_test", str(data["n_test"]), "--split_fraction", str(data["split_fraction"])],
+                 done=os.path.join("data", DOMAIN, EVAL_FILE))]
+
+
+class Protocol:
+    """Builds every step of the experiment from the config, and knows where each output lands."""
+
+    def __init__(self, config: dict):
+        self.config = config
+        self.T, self.M, self.seed = str(config["temperature"]), str(config["max_tokens"]), str(config["seed"])
+        self.policy = config["policy"]
+
+    # -- policies --------------------------------------------------------------------------------------------
+    def sample(self, name: str, policy: str, after: tuple[str, ...]) -> Step:
+        return Step(name, f"sample {policy} on the RL pool", [
+            "python", "-m", "experiment.sample", "--domain", DOMAIN, "--file", RL_FILE, "--idx_list",
+            ids(self.config["rl_problems"]), "--n", str(self.config["sample_n"]), "--seed", self.seed,
+            "--backend", policy, "--temperature", self.T, "--max_tokens", self.M], after)
+
+    def process(self, name: str, policy: str, mode: str, extra: list[str], output: str, after: tuple) -> Step:
+        return Step(name, f"{mode} data from {policy}'s samples", [
+            "python", "-m", "experiment.process_gen_data", "--domain", DOMAIN, "--method", "Common", "--mode", mode,
+            *extra, "--seed", self.seed, "--backend", policy, "--temperature", self.T, "--max_tokens", self.M],
+            after, done=os.path.join(paths.common_dir(DOMAIN, policy), output))
+
+    def grpo_data(self, policy: str, kind: str) -> str:
+        rest = self.config["rest"]
+        if kind == "naive":
+            return paths.grpo_data_name(self.config["temperature"], self.config["max_tokens"], 0.05, 0.9, 0, 0.95)
+        return paths.grpo_data_name(self.config["temperature"], self.config["max_tokens"],
+                                    rest["std_accept_threshold_grpo"], rest["completion_accept_threshold_grpo"],
+                                    rest["n_sample"], rest["alpha"])
+
+    def grpo(self, name: str, start: str, data_name: str, data_policy: str, loss: dict, after: tuple) -> Step:
+        settings = self.config["grpo"]
+        save_dir = os.path.join("models", "ckpts", "grpo", name)
+        data = os.path.join(paths.common_dir(DOMAIN, data_policy), data_name)
+        return Step(name, f"GRPO: {name}", [
+            "python", os.path.join(REPO, "models", "train_grpo.py"), start, save_dir, data,
+            *flags({key: value for key, value in settings.items()}), *flags(loss), "--temperature", self.T,
+            "--max_completion_length", self.M, "--max_prompt_length", "512", "--report_to", "none",
+            "--logging_steps", "1", "--seed", self.seed], after, done=os.path.join(save_dir, "trainer_state.json"))
+
+    def baseline(self, name: str, mode: str, data_name: str, after: tuple) -> Step:
+        save_dir = os.path.join("models", "ckpts", mode, name)
+        data = os.path.join(paths.common_dir(DOMAIN, self.policy), data_name)
+        return Step(name, f"{mode.upper()} baseline", [
+            "python", os.path.join(REPO, "models", "train.py"), self.policy, save_dir, data, "--mode", mode,
+            *flags(self.config[mode]), "--report_to", "none", "--logging_steps", "5", "--save_strategy", "no",
+            "--seed", self.seed], after, done=os.path.join(save_dir, "config.json"))
+
+    def policy_steps(self) -> tuple[list[Step], dict[str, str]]:
+        base, config = self.policy, self.config
+        rest = flags(config["rest"])
+        t, m = config["temperature"], config["max_tokens"]
+        steps = [self.sample("sample_base", base, ("problems",)),
+                 self.process("data_naive", base, "grpo", ["--n_sample", "0"], self.grpo_data(base, "naive"),
+                              ("sample_base",)),
+                 self.process("data_rest", base, "grpo", rest, self.grpo_data(base, "rest"), ("sample_base",)),
+                 self.process("data_orm", base, "orm", [], paths.orm_data_name(t, m), ("sample_base",)),
+                 self.process("data_sft", base, "sft", [], paths.sft_data_name(t, m), ("sample_base",)),
+                 self.process("data_dpo", base, "dpo", [], paths.dpo_data_name(t, m), ("sample_base",))]
+        grpo_loss, dapo_loss = config["grpo_loss"], config["dapo_loss"]
+        steps += [self.grpo("rest_round1", base, self.grpo_data(base, "rest"), base, grpo_loss, ("data_rest",)),
+                  self.grpo("naive_grpo", base, self.grpo_data(base, "naive"), base, grpo_loss, ("data_naive",)),
+                  self.grpo("naive_dapo", base, self.grpo_data(base, "naive"), base, dapo_loss, ("data_naive",))]
+        round1 = os.path.join("models", "ckpts", "grpo", "rest_round1")
+        steps += [self.sample("sample_round1", round1, ("rest_round1",)),
+                  self.process("data_rest_round2", round1, "grpo", rest, self.grpo_data(round1, "rest"),
+                               ("sample_round1",)),
+                  self.grpo("rest_round2", round1, self.grpo_data(round1, "rest"), round1, grpo_loss,
+                            ("data_rest_round2",)),
+                  self.baseline("rest_em_sft", "sft", paths.sft_data_name(t, m), ("data_sft",)),
+                  self.baseline("rest_dpo", "dpo", paths.dpo_data_name(t, m), ("data_dpo",))]
+        policies = {"base": base, "naive_grpo": os.path.join("models", "ckpts", "grpo", "naive_grpo"),
+                    "naive_dapo": os.path.join("models", "ckpts", "grpo", "naive_dapo"), "rest_round1": round1,
+                    "rest_round2": os.path.join("models", "ckpts", "grpo", "rest_round2"),
+                    "rest_em_sft": os.path.join("models", "ckpts", "sft", "rest_em_sft"),
+                    "rest_dpo": os.path.join("models", "ckpts", "dpo", "rest_dpo")}
+        return steps, policies
+
+    # -- rankers ---------------------------------------------------------------------------------------------
+    def ranker_steps(self) -> tuple[list[Step], dict[str, str]]:
+        config, base = self.config, self.policy
+        mcts = config["mcts"]
+        trace = paths.mcts_name(None, mcts["iteration_limit"], mcts["num_sample"], mcts["num_decision"],
+                                mcts["exploration_constant"], mcts["eps"], config["temperature"], config["max_tokens"])
+        value_data = os.path.join(paths.mcts_dir(DOMAIN, base), paths.value_data_name(trace))
+        orm_data = os.path.join(paths.common_dir(DOMAIN, base),
+                                paths.orm_data_name(config["temperature"], config["max_tokens"]))
+        steps = [Step("mcts_traces", "MCTS traces of the base policy on the RL pool", [
+                     "python", "-m", "experiment.sample_mcts", "--domain", DOMAIN, "--file", RL_FILE, "--idx_list",
+                     ids(config["mcts_train_problems"]), "--backend", base, "--temperature", self.T, "--max_tokens",
+                     self.M, "--seed", self.seed, *flags(mcts)], ("problems",)),
+                 Step("data_value", "value data from the MCTS traces", [
+                     "python", "-m", "experiment.process_gen_data", "--domain", DOMAIN, "--method", "MCTS",
+                     "--backend", base, "--temperature", self.T, "--max_tokens", self.M, *flags(mcts)],
+                     ("mcts_traces",), done=value_data)]
+        models = {}
+        value = config["value_model"]
+        for label, data, after in (("vm", value_data, "data_value"), ("orm", orm_data, "data_orm")):
+            save_dir = os.path.join("rms", "ckpts", label, "1")
+            models[label] = save_dir
+            steps.append(Step(f"train_{label}", f"train the {label.upper()}", [
+                "python", os.path.join(REPO, "rms", "train.py"), base, save_dir, data, "transformers_scalar",
+                "--rm_type", "prm" if label == "vm" else "orm", "--deepspeed_config", "none", *flags(value),
+                "--max_length", "512", "--report_to", "none", "--seed", self.seed], (after,),
+                done=os.path.join(save_dir, "best", "config.json")))
+        return steps, models
+
+    # -- evaluation ------------------------------------------------------------------------------------------
+    def evaluation(self, name: str, policy: str, extra: list[str], problems: int, after: tuple) -> tuple[Step, str]:
+        argv = ["--domain", DOMAIN, "--file", EVAL_FILE, "--backend", policy, "--temperature", self.T,
+                "--max_tokens", self.M, *extra]
+        from evaluation.eval import output_paths, parse_args
+
+        results = output_paths(parse_args(argv))["results"]
+        return Step(name, f"evaluate {name}", ["python", "-m", "evaluation.eval", *argv, "--idx_list", ids(problems),
+                                               "--seed", self.seed], after, done=results), results
+
+    def evaluation_steps(self, policies: dict[str, str], models: dict[str, str],
+                         train_names: dict[str, str]) -> tuple[list[Step], dict[str, str]]:
+        config = self.config
+        steps, results = [], {}
+        count, n = config["eval_problems"], str(config["eval_n"])
+        for label, policy in policies.items():
+            step, results[label] = self.evaluation(f"eval_{label}", policy, ["--n", n], count,
+                                                   (train_names.get(label, "problems"),))
+            steps.append(step)
+        decoding = config["decoding"]
+        count = decoding["eval_problems"]  # the first problems of the policies' evaluation set
+        search = flags({key: decoding[key] for key in ("num_decision", "exploration_constant", "eps")})
+        for budget in decoding["budgets"]:
+            per_node = decoding["num_sample"]
+            mcts = ["--method", "MCTS", "--iteration_limit", str(budget // per_node), "--num_sample", str(per_node),
+                    *search]
+            rows = {f"orm_bon@{budget}": (self.policy, "orm", ["--num_sample", str(budget)]),
+                    f"vm_bon@{budget}": (self.policy, "vm", ["--num_sample", str(budget)]),
+                    f"orm_mcts@{budget}": (self.policy, "orm", mcts),
+                    f"vm_mcts@{budget}": (self.policy, "vm", mcts)}
+            if budget == decoding["rest_rl_budget"]:
+                rows[f"rest_rl@{budget}"] = (policies["rest_round2"], "vm", mcts)
+            for label, (policy, ranker, extra) in rows.items():
+                after = (f"train_{ranker}",) + ((train_names["rest_round2"],) if label.startswith("rest_rl") else ())
+                step, results[label] = self.evaluation(
+                    f"eval_{label.replace('@', '_at_')}", policy, ["--n", str(decoding["n"]), "--rm_backend",
+                                                                  models[ranker], "--rm_type",
+                                                                  "prm" if ranker == "vm" else "orm", *extra],
+                    count, after)
+                steps.append(step)
+        return steps, results
+
+    def curve_steps(self, policies: dict[str, str]) -> tuple[list[Step], dict[str, dict[int, str]]]:
+        """Checkpoints along training on the first curve_problems evaluation problems."""
+        grpo, steps, curves = self.config["grpo"], [], {}
+        points = range(grpo["save_steps"], grpo["max_steps"], grpo["save_steps"])
+        for label in self.config["curve_arms"]:
+            curves[label] = {}
+            for step_count in points:
+                checkpoint = os.path.join(policies[label], f"checkpoint-{step_count}")
+                step, curves[label][step_count] = self.evaluation(
+                    f"curve_{label}_{step_count}", checkpoint, ["--n", str(self.config["curve_n"])],
+                    self.config["curve_problems"], (label,))
+                steps.append(step)
+        return steps, curves
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", default=os.path.join(REPO, "config", "reproduce.json"), help="settings")
+    parser.add_argument("--work", default=os.path.join("output", "reproduce"), help="working directory of the stages")
+    args = parser.parse_args(argv)
+    with open(args.config, encoding="utf-8") as handle:
+        config = json.load(handle)
+    os.makedirs(args.work, exist_ok=True)
+    write_json(os.path.join(args.work, "reproduce.args.json"), {"config": config, "work": args.work})
+    run = Runner(args.work, config["threads"], config["parallel"])
+    protocol = Protocol(config)
+    policy_steps, policies = protocol.policy_steps()
+    ranker_steps, models = protocol.ranker_steps()
+    train_names = {label: label for label in policies if label != "base"}
+    evaluation_steps, results = protocol.evaluation_steps(policies, models, train_names)
+    curve_steps, curves = protocol.curve_steps(policies)
+    # long trainings first, so that the short stages fill the other lane around them
+    run.run(prepare(config, run) + policy_steps + ranker_steps + evaluation_steps + curve_steps)
+    from experiment.reproduce_table import write_outputs
+
+    write_outputs(args.work, config, policies, models, results, curves, stage_time(args.work, run), run.seconds)
+    return 0
+
+
+def stage_time(work: str, run: Runner) -> float:
+    """Seconds the stages took over every invocation that did work (a resumed run adds its own)."""
+    path = os.path.join(work, "timing.json")
+    runs = json.load(open(path, encoding="utf-8"))["runs"] if os.path.exists(path) else []
+    if run.seconds or not runs:  # an invocation that only rebuilt the table adds nothing
+        runs.append({"elapsed_s": round(run.elapsed(), 1), "steps_run": len(run.seconds)})
+    write_json(path, {"runs": runs})
+    return sum(entry["elapsed_s"] for entry in runs)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
