@@ -248,8 +248,10 @@ def check_sandbox_cuda(device: str, work: Path, policy: Path) -> str:
     from data.records import Job, Limits
     from evaluation.execution import Sandbox
 
+    # guard "none": torch's import needs what the strict guard removes; the isolation checked here is the
+    # sandbox's environment and devices, not the in-process guard
     jobs = [Job(program=CUDA_PROBE.format(reset=reset), tests=["assert visible == 0, visible"], timeout=60,
-                limits=Limits(memory_bytes=None))
+                limits=Limits(memory_bytes=None), guard="none")
             for reset in ("", "os.environ.pop('CUDA_VISIBLE_DEVICES', None)")]
     with Sandbox(workers=2, exec_python=sys.executable) as sandbox:
         results = sandbox.run(jobs)
