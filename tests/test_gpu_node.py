@@ -36,6 +36,18 @@ def test_qwen_7b_on_8_gpus_is_8_replicas_not_tp_8():
         plan_parallel(8, 28, 15.2e9, 80e9, tensor_parallel_size=4, data_parallel_size=4)
 
 
+def test_replicas_of_an_8_gpu_node_with_its_reward_model(monkeypatch):
+    from experiment.common import replica_groups
+    from models.gpu_plan import plan_parallel, plan_placement
+
+    placement = plan_placement(8, 80 * GIB, 16 * GIB)
+    tensor, data = plan_parallel(len(placement.policy_gpus), 28, 15.2e9, 80 * GIB, placement.memory_utilization)
+    groups = replica_groups(placement.policy_gpus, tensor, data, [str(i) for i in range(8)])
+    assert groups == [[str(i)] for i in range(7)] and placement.rm_device == "cuda:7"
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5,6,7")  # a job given four GPUs of the node
+    assert replica_groups([0, 1, 2], 1, 3) == [["3"], ["5"], ["6"]]
+
+
 def test_model_shape_from_config_alone(tmp_path):
     from transformers import Qwen2Config
 
