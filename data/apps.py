@@ -60,9 +60,8 @@ import re
 from functools import lru_cache
 
 from data.jsonl import DataError, read_json_records, require
-from data.records import Problem, Verdict
+from data.records import Job, Problem, Result, Verdict
 from data.registry import Benchmark, register
-from evaluation.execution import Job, Result
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 TIME_LIMIT = 4.0  # seconds per test, the original's

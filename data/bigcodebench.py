@@ -57,9 +57,8 @@ import pickle
 import warnings
 
 from data.jsonl import DataError, read_json_records, require
-from data.records import Problem, Verdict
+from data.records import GIB, Job, Limits, Problem, Result, Verdict
 from data.registry import Benchmark, register
-from evaluation.execution import GIB, Job, Limits, Result
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 FIELDS = ("task_id", "instruct_prompt", "code_prompt", "test")

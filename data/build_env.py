@@ -32,7 +32,7 @@ import sys
 import tempfile
 from typing import Iterable
 
-from evaluation.execution import SAFE_ENV
+from data.records import SAFE_ENV
 
 ENV_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "config", "envs")
 # domain -> {"major.minor" of the interpreter: requirement file}

@@ -39,9 +39,8 @@ import pickle
 import re
 
 from data.jsonl import DataError, read_json_records, require
-from data.records import Problem
+from data.records import GIB, Job, Limits, Problem
 from data.registry import Benchmark, register
-from evaluation.execution import GIB, Job, Limits
 
 FIELDS = ("prompt", "reference_code", "code_context", "metadata")
 STARTER_MARKERS = ("<code>", "BEGIN SOLUTION", "SOLUTION START")

@@ -12,8 +12,7 @@ from __future__ import annotations
 import os
 import pickle
 
-from data.records import Problem
-from evaluation.execution import GIB, Job, Limits, Result
+from data.records import GIB, Job, Limits, Problem, Result
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 # evalplus's instruction prompts for chat models (evalplus/codegen.py), used for HumanEval(+), MBPP(+)

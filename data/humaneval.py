@@ -9,9 +9,8 @@ from __future__ import annotations
 
 from data import evalplus
 from data.jsonl import read_jsonl, require
-from data.records import Problem
+from data.records import Job, Problem
 from data.registry import Benchmark, register
-from evaluation.execution import Job
 
 
 class HumanEval(Benchmark):

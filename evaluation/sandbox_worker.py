@@ -30,17 +30,17 @@ import struct
 import sys
 import time
 
-CLONE_NEWNS = 0x00020000
-CLONE_NEWNET = 0x40000000
-MS_BIND = 0x1000
-MS_REC = 0x4000
-MS_PRIVATE = 0x40000
+import sandbox_contain as contain  # beside this script (the worker runs as a script, not a module)
+
+CLONE_NEWNS = contain.CLONE_NEWNS
+CLONE_NEWNET = contain.CLONE_NEWNET
+MS_BIND = contain.MS_BIND
+MS_REC = contain.MS_REC
 PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
 REPORT_FD = 3
 OUTPUT_HEAD = 4096
 REPORT_CAP = 256 * 1024 * 1024
-PRIVATE_TMP_DIRS = ("/tmp", "/var/tmp", "/dev/shm")
 
 try:
     _libc = ctypes.CDLL(None, use_errno=True)
@@ -98,6 +98,11 @@ class Worker:
         self.isolation = {"root": self.is_root}
         self.base_dir = None
         self.code_cache = {}
+        self.user_namespace = False  # programs run in our user namespace: drop capabilities
+        self.pid_namespace = False  # this worker is PID 1 of its own PID namespace
+        self.shared_fd = None
+        self.shared_dir = options.get("shared_dir")
+        self.reserved = {}  # private tmp dirs -> entries that are not a program's
 
     def start(self):
         _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
@@ -118,8 +123,12 @@ class Worker:
                 self.isolation["uid"] = "not used: %s is not readable by other users" % unreadable
             else:
                 self.uid = self.isolation["uid"] = uid
+        elif not self.options.get("no_privileges", False) and contain.libc is not None:
+            self._enter_user_namespaces()
         # No hyphen in the path: BigCodeBench/1127's reference splits paths on "-".
         self.base_dir = _make_temp_dir("restrl_sandbox_")
+        if self.reserved.get("/tmp") is not None and self.base_dir.startswith("/tmp/"):
+            self.reserved["/tmp"].add(os.path.basename(self.base_dir))
         os.chmod(self.base_dir, 0o711)
         self.work_dir = os.path.join(self.base_dir, "work")
         self.out_dir = os.path.join(self.base_dir, "out")
@@ -143,25 +152,32 @@ class Worker:
             self.isolation["network"] = "new namespace, loopback only" if up else "new namespace (no interfaces up)"
         if _libc.unshare(CLONE_NEWNS) != 0:
             return
-        if _libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None) != 0:
-            return
-        # The caller's shared directory (reference data for tests) may live under /tmp: hold it
-        # open, hide /tmp, then bind it back at the same path.
-        shared = self.options.get("shared_dir")
-        shared_fd = os.open(shared, os.O_RDONLY | os.O_DIRECTORY) if shared else None
-        size = ("size=%dm,mode=1777" % self.options.get("tmpfs_mb", 1024)).encode()
-        mounted = [d for d in PRIVATE_TMP_DIRS
-                   if os.path.isdir(d) and _libc.mount(b"tmpfs", d.encode(), b"tmpfs", 0, size) == 0]
-        self.isolation["private_tmp"] = mounted
-        if shared_fd is not None:
-            if not os.path.isdir(shared):
-                os.makedirs(shared)
-                source = ("/proc/self/fd/%d" % shared_fd).encode()
-                _libc.mount(source, shared.encode(), None, MS_BIND, None)
-            os.close(shared_fd)
-        if "/tmp" in mounted:
-            self.isolation["hidden"] = _expose(_interpreter_paths())
+        self._contain_filesystem(expose=True)
 
+    def _enter_user_namespaces(self):
+        """Not root: the same containment inside a user namespace of our own (see sandbox_contain)."""
+        why_not = contain.enter_user_namespace()
+        if why_not:
+            self.isolation["user_namespace"] = "unavailable: " + why_not
+            return
+        self.user_namespace = self.isolation["user_namespace"] = True
+        up = _loopback_up()
+        self.isolation["network"] = "new namespace, loopback only" if up else "new namespace (no interfaces up)"
+        self._contain_filesystem(expose=False)
+        pid_namespace = contain.become_pid_namespace_init()  # from here on, this process is PID 1
+        self.pid_namespace = pid_namespace is not None
+        self.isolation["pid_namespace"] = pid_namespace or "unavailable"
+
+    def _contain_filesystem(self, expose):
+        shared_dir = self.options.get("shared_dir")
+        report, shared, self.reserved = contain.contain_filesystem(
+            _interpreter_paths(), shared_dir, self.options.get("tmpfs_mb", 1024),
+            self.options.get("hidden_paths", contain.HIDDEN_DEVICES))
+        self.isolation.update(report)
+        if expose and "/tmp" in report.get("private_tmp", ()):
+            self.isolation["hidden"] = _expose(_interpreter_paths())
+        self.shared_fd = contain.finish_read_only(self.isolation, shared, self.reserved)
+        self.shared_dir = shared_dir
 
     def close(self):
         self._sweep(final=True)
@@ -262,12 +278,18 @@ class Worker:
         stderr = os.open(stderr_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         for fd, target in ((stdin, 0), (stdout, 1), (stderr, 2), (report_fd, REPORT_FD)):
             os.dup2(fd, target)
-        os.closerange(REPORT_FD + 1, _max_fd())
-        # Files the harness reads or writes, opened while still root: the program's uid cannot
-        # open them by name.
-        job["_data_fds"] = [os.open(path, os.O_RDONLY) for path in job.get("data_files") or []]
+        shared_fd = self.shared_fd if self.shared_fd is not None else _max_fd()
+        os.closerange(REPORT_FD + 1, shared_fd)
+        os.closerange(shared_fd + 1, _max_fd())
+        # Files the harness reads or writes, opened before the program runs: in the shared
+        # directory, through the worker's descriptor (no name leads there from inside).
+        def open_file(path, flags):
+            return contain.open_shared(self.shared_fd, self.shared_dir, path, flags)
+        job["_data_fds"] = [open_file(path, os.O_RDONLY) for path in job.get("data_files") or []]
         if job.get("output_file"):
-            job["_output_fd"] = os.open(job["output_file"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            job["_output_fd"] = open_file(job["output_file"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+        if self.shared_fd is not None:
+            os.close(self.shared_fd)
         self._set_limits(job)
         wanted = dict(self.base_env, **(job.get("env") or {}))
         if wanted != self.base_env:
@@ -277,6 +299,8 @@ class Worker:
             os.setgroups([])
             os.setresgid(self.uid, self.uid, self.uid)
             os.setresuid(self.uid, self.uid, self.uid)
+        if self.user_namespace:
+            contain.drop_capabilities()
         _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # after the uid change, which clears it
 
     def _set_limits(self, job):
@@ -289,7 +313,7 @@ class Worker:
             (resource.RLIMIT_NOFILE, limits["open_files"]),
             (resource.RLIMIT_CORE, 0),
         ]
-        if self.uid is not None:  # per-uid count: meaningful only for a uid of our own
+        if self.uid is not None or self.user_namespace:  # a uid of our own, or counted per user namespace
             settings.append((resource.RLIMIT_NPROC, limits["processes"]))
         for which, value in settings:
             if value is None:
@@ -342,8 +366,17 @@ class Worker:
     def _sweep(self, final=False):
         """Kill every process left by the last program, whatever session it moved to."""
         if self.uid is None:
-            if _reap() and final:
+            if self.pid_namespace:  # PID 1: kill(-1) reaches every other process of the namespace
+                while _reap():
+                    try:
+                        os.kill(-1, signal.SIGKILL)
+                    except OSError:
+                        pass
+                    time.sleep(0.0005)
+            elif _reap():  # descendants that left the process group were reparented here
                 _kill_children()
+            if not final:
+                contain.empty_private_dirs(self.reserved)
             return
         # kill(-1) as the program's uid reaches exactly that uid's processes; the saved uid stays
         # 0 so the worker can take root back at once. Every descendant of the child is reparented
@@ -359,8 +392,10 @@ class Worker:
             finally:
                 os.setresuid(0, 0, 0)
             if not _reap() or time.monotonic() > deadline:
-                return
+                break
             time.sleep(0.0005)
+        if not final:
+            contain.empty_private_dirs(self.reserved)
 
     def _remove(self, path):
         try:
@@ -434,6 +469,9 @@ def _expose(paths):
     for top, stage in staged:
         os.makedirs(top, exist_ok=True)
         _libc.mount(stage.encode(), top.encode(), None, MS_BIND | MS_REC, None)
+        _libc.umount2(stage.encode(), contain.MNT_DETACH)
+        os.rmdir(stage)
+    os.rmdir(stage_root)
     return covered
 
 
@@ -796,8 +834,8 @@ def main():
     os.dup2(null, 1)
     worker = Worker(options)
     worker.start()
-    write_frame(out_fd, {"ready": worker.isolation, "pid": os.getpid()})
     try:
+        write_frame(out_fd, {"ready": worker.isolation, "pid": os.getpid()})
         while True:
             request = read_frame(in_fd)
             if request is None:

@@ -19,6 +19,7 @@ from typing import Sequence
 from data.jsonl import DataError, read_done, write_json
 from data.records import Problem
 from data.registry import get_benchmark
+from evaluation import env_check
 from evaluation.execution import SandboxError
 from models.gpu_plan import (
     DEFAULT_MEMORY_UTILIZATION,
@@ -126,7 +127,10 @@ def add_generation_args(parser: argparse.ArgumentParser, n_default: int = 5) -> 
                         help="hf engine: sequences decoded as one batch (default 256 on CPU, 32 on a GPU)")
     parser.add_argument("--exec_python", default=None,
                         help="interpreter that runs programs (BigCodeBench/DS1000 need their own environment)")
-    parser.add_argument("--workers", type=int, default=None, help="sandbox workers (default: number of cores)")
+    parser.add_argument("--skip_env_check", action="store_true",
+                        help="do not run a few reference solutions first to find modules --exec_python lacks")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="sandbox workers (default: the CPUs this process may use)")
     parser.add_argument("--timeout", type=float, default=None, help="seconds per program (default: the benchmark's)")
     parser.epilog = "\n\n".join(part for part in (parser.epilog, PLACEMENT_RULE) if part)
 
@@ -302,6 +306,10 @@ def run_stage(args: argparse.Namespace, output: str, result_args: Sequence[str],
     logger.info("%s: %d problems to run, %d already in %s", args.domain, len(todo), len(done), output)
     if todo:
         try:
+            refusal = env_check.run_check(args, todo)  # before any model time: a missing module is no silent 0
+            if refusal:
+                print(refusal, file=sys.stderr)
+                return 2
             run(args, todo, output)
         except SandboxError as exc:
             print(f"error: {exc}", file=sys.stderr)

@@ -1,0 +1,161 @@
+"""The environment check a stage runs before it spends model time.
+
+The reference solutions of a few of the selected problems of each domain run in the sandbox, with
+the interpreter that domain will use. When one fails because a module is missing (a BigCodeBench
+task needs sklearn, the venv has none), every program of that domain would score 0 with no word:
+the stage stops instead, with one line naming the interpreter and the module. Other failures of a
+reference (a flaky network task, a slow machine) are logged, never fatal. `--skip_env_check` skips
+it all.
+
+`--exec_python` takes one interpreter for every domain, or one per domain (aggregated GRPO data
+mixes domains): `BigCodeBench=/path/python DS1000=/path/python`, or the same as a JSON object.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+import sys
+import uuid
+from typing import Iterable, Mapping, Sequence
+
+from data.jsonl import DataError
+from data.records import Problem, Result
+from data.registry import get_benchmark
+
+logger = logging.getLogger(__name__)
+
+MISSING_MODULE = re.compile(r"No module named '([\w.]+)'")
+PER_DOMAIN = 3  # references checked per domain: the first this many selected problems that have one
+
+
+def parse_exec_python(values: str | Sequence[str] | None) -> str | dict[str, str] | None:
+    """`--exec_python` as given: None, one path (every domain), or {domain: path}.
+
+    >>> parse_exec_python(["BigCodeBench=/venv-b/bin/python", "DS1000=/venv-d/bin/python"])
+    {'BigCodeBench': '/venv-b/bin/python', 'DS1000': '/venv-d/bin/python'}
+    >>> parse_exec_python('{"APPS": "/usr/bin/python3"}')
+    {'APPS': '/usr/bin/python3'}
+    >>> parse_exec_python("/usr/bin/python3")
+    '/usr/bin/python3'
+    """
+    if values is None:
+        return None
+    items = [values] if isinstance(values, str) else list(values)
+    if len(items) == 1 and items[0].lstrip().startswith("{"):
+        try:
+            mapping = json.loads(items[0])
+        except ValueError as exc:
+            raise DataError("--exec_python", None, f"not a JSON object of domain -> interpreter: {exc}") from None
+        if not isinstance(mapping, dict) or not all(isinstance(v, str) for v in mapping.values()):
+            raise DataError("--exec_python", None, "the JSON form maps each domain to an interpreter path")
+        items = [f"{domain}={path}" for domain, path in mapping.items()]
+    if len(items) == 1 and "=" not in items[0]:
+        return items[0]
+    mapping = {}
+    for item in items:
+        domain, separator, path = item.partition("=")
+        if not separator or not domain or not path:
+            raise DataError("--exec_python", None, f"{item!r}: give one path, or Domain=/path/python per domain")
+        get_benchmark(domain)  # an unknown domain is an error here
+        mapping[domain] = path
+    return mapping
+
+
+def interpreter_for(exec_python: str | Mapping[str, str] | None, domain: str) -> str | None:
+    """The interpreter `domain`'s programs run with (None: this process's)."""
+    if isinstance(exec_python, Mapping):
+        return exec_python.get(domain)
+    return exec_python
+
+
+def check_interpreters(exec_python: str | Mapping[str, str] | None) -> None:
+    """DataError unless every interpreter named is executable."""
+    paths = exec_python.values() if isinstance(exec_python, Mapping) else [exec_python]
+    for path in paths:
+        if path and not os.access(path, os.X_OK):
+            raise DataError(path, None, "--exec_python is not an executable interpreter")
+
+
+def missing_module(result: Result) -> str | None:
+    """The module a failed run could not import, from its error, its tests' errors or stderr."""
+    texts = [result.error or "", result.stderr or ""] + [test.error or "" for test in result.tests]
+    for text in texts:
+        match = MISSING_MODULE.search(text)
+        if match:
+            return match.group(1)
+    return None
+
+
+def check_environment(problems: Mapping[str, Sequence[Problem]], exec_python: str | Mapping[str, str] | None,
+                      per_domain: int = PER_DOMAIN, timeout: float | None = None) -> str | None:
+    """Run the references of the first `per_domain` problems of each domain; None when no module is
+    missing, else the one line to print."""
+    from evaluation.execution import Sandbox
+
+    by_interpreter: dict[str | None, list[Problem]] = {}
+    for domain, selected in problems.items():
+        chosen = _with_reference(domain, selected, per_domain)
+        by_interpreter.setdefault(interpreter_for(exec_python, domain), []).extend(chosen)
+    for interpreter, chosen in by_interpreter.items():
+        if not chosen:
+            continue
+        with Sandbox(workers=min(len(chosen), 4), exec_python=interpreter) as sandbox:
+            results = _run_references(sandbox, chosen, timeout)
+        shown = interpreter or sys.executable
+        for problem, result in zip(chosen, results):
+            module = missing_module(result) if not result.passed else None
+            if module:
+                return (f"error: {shown} cannot import {module!r}, which {problem.domain}/{problem.id}'s reference "
+                        f"solution needs: every program of {problem.domain} would score 0. Pass --exec_python "
+                        f"{problem.domain}=/path/to/python of an environment that has it (python -m data.build_env "
+                        f"builds one), or --skip_env_check")
+            if not result.passed:
+                logger.warning("environment check: the reference of %s/%s is %s in %s (%s)", problem.domain,
+                               problem.id, result.status, shown, (result.error or "")[:200])
+    return None
+
+
+def _with_reference(domain: str, selected: Iterable[Problem], count: int) -> list[Problem]:
+    benchmark, chosen = get_benchmark(domain), []
+    for problem in selected:
+        if len(chosen) == count:
+            break
+        if benchmark.load_error(problem) is not None:
+            continue
+        try:
+            benchmark.reference_program(problem)
+        except Exception:  # no reference for this problem (APPS rows without solutions, ...)
+            continue
+        chosen.append(problem)
+    return chosen
+
+
+def _run_references(sandbox, problems: Sequence[Problem], timeout: float | None) -> list[Result]:
+    futures, stores = [], []
+    for problem in problems:
+        benchmark = get_benchmark(problem.domain)
+        store = os.path.join(sandbox.shared_dir, f"env-check-{uuid.uuid4().hex[:8]}")
+        os.mkdir(store, 0o700)
+        stores.append(store)
+        preparation = benchmark.prepare(problem, store, timeout)
+        prepared = sandbox.submit(preparation).result() if preparation is not None else None
+        if prepared is not None and not prepared.passed:
+            futures.append(prepared)
+            continue
+        futures.append(sandbox.submit(benchmark.job(problem, benchmark.reference_program(problem), prepared, store,
+                                                    timeout)))
+    results = [item if isinstance(item, Result) else item.result() for item in futures]
+    for store in stores:
+        shutil.rmtree(store, ignore_errors=True)
+    return results
+
+
+def run_check(args, problems: Sequence[Problem]) -> str | None:
+    """A stage's check (args.domain, args.exec_python, args.skip_env_check); None when it may go on."""
+    if getattr(args, "skip_env_check", False) or not problems:
+        return None
+    return check_environment({args.domain: problems}, parse_exec_python(args.exec_python),
+                             timeout=getattr(args, "timeout", None))
