@@ -1,11 +1,11 @@
 """The environment check a stage runs before it spends model time.
 
 The reference solutions of a few of the selected problems of each domain run in the sandbox, with
-the interpreter that domain will use. When one fails because a module is missing (a BigCodeBench
-task needs sklearn, the venv has none), every program of that domain would score 0 with no word:
-the stage stops instead, with one line naming the interpreter and the module. Other failures of a
-reference (a flaky network task, a slow machine) are logged, never fatal. `--skip_env_check` skips
-it all.
+the interpreter that domain will use (GRPO records carry no reference: their starter code runs).
+When one fails because a module is missing (a BigCodeBench task needs sklearn, the venv has none),
+every program of that domain would score 0 with no word: the stage stops instead, with one line
+naming the interpreter and the module. Other failures of a reference (a flaky network task, a slow
+machine) are logged, never fatal. `--skip_env_check` skips it all.
 
 `--exec_python` takes one interpreter for every domain, or one per domain (aggregated GRPO data
 mixes domains): `BigCodeBench=/path/python DS1000=/path/python`, or the same as a JSON object.
@@ -95,30 +95,33 @@ def check_environment(problems: Mapping[str, Sequence[Problem]], exec_python: st
     missing, else the one line to print."""
     from evaluation.execution import Sandbox
 
-    by_interpreter: dict[str | None, list[Problem]] = {}
+    by_interpreter: dict[str | None, list[tuple[Problem, str, bool]]] = {}
     for domain, selected in problems.items():
-        chosen = _with_reference(domain, selected, per_domain)
+        chosen = _programs(domain, selected, per_domain)
         by_interpreter.setdefault(interpreter_for(exec_python, domain), []).extend(chosen)
     for interpreter, chosen in by_interpreter.items():
         if not chosen:
             continue
         with Sandbox(workers=min(len(chosen), 4), exec_python=interpreter) as sandbox:
-            results = _run_references(sandbox, chosen, timeout)
+            results = _run(sandbox, chosen, timeout)
         shown = interpreter or sys.executable
-        for problem, result in zip(chosen, results):
+        for (problem, _, is_reference), result in zip(chosen, results):
             module = missing_module(result) if not result.passed else None
             if module:
-                return (f"error: {shown} cannot import {module!r}, which {problem.domain}/{problem.id}'s reference "
-                        f"solution needs: every program of {problem.domain} would score 0. Pass --exec_python "
-                        f"{problem.domain}=/path/to/python of an environment that has it (python -m data.build_env "
-                        f"builds one), or --skip_env_check")
-            if not result.passed:
+                hint = f"{problem.domain}=/path/to/python" if isinstance(exec_python, Mapping) else "/path/to/python"
+                return (f"error: {shown} cannot import {module!r}, which {problem.domain} problem {problem.id} "
+                        f"needs: every program of {problem.domain} would score 0; pass --exec_python {hint} of "
+                        f"an environment that has it (python -m data.build_env builds one), or --skip_env_check")
+            if is_reference and not result.passed:
                 logger.warning("environment check: the reference of %s/%s is %s in %s (%s)", problem.domain,
                                problem.id, result.status, shown, (result.error or "")[:200])
     return None
 
 
-def _with_reference(domain: str, selected: Iterable[Problem], count: int) -> list[Problem]:
+def _programs(domain: str, selected: Iterable[Problem], count: int) -> list[tuple[Problem, str, bool]]:
+    """(problem, program, is the reference) for the first `count` problems that can be judged. A
+    record without its reference (GRPO data keeps only the test payload) gets its starter code with
+    an empty body: it fails its tests, but a missing module still shows in how it fails."""
     benchmark, chosen = get_benchmark(domain), []
     for problem in selected:
         if len(chosen) == count:
@@ -126,16 +129,16 @@ def _with_reference(domain: str, selected: Iterable[Problem], count: int) -> lis
         if benchmark.load_error(problem) is not None:
             continue
         try:
-            benchmark.reference_program(problem)
-        except Exception:  # no reference for this problem (APPS rows without solutions, ...)
-            continue
-        chosen.append(problem)
+            chosen.append((problem, benchmark.reference_program(problem), True))
+        except Exception:  # no reference here (GRPO records, APPS rows without solutions, ...)
+            body = "    pass\n" if problem.init_state.rstrip().endswith(":") else ""
+            chosen.append((problem, problem.init_state + body, False))
     return chosen
 
 
-def _run_references(sandbox, problems: Sequence[Problem], timeout: float | None) -> list[Result]:
+def _run(sandbox, chosen: Sequence[tuple[Problem, str, bool]], timeout: float | None) -> list[Result]:
     futures, stores = [], []
-    for problem in problems:
+    for problem, program, _ in chosen:
         benchmark = get_benchmark(problem.domain)
         store = os.path.join(sandbox.shared_dir, f"env-check-{uuid.uuid4().hex[:8]}")
         os.mkdir(store, 0o700)
@@ -145,8 +148,7 @@ def _run_references(sandbox, problems: Sequence[Problem], timeout: float | None)
         if prepared is not None and not prepared.passed:
             futures.append(prepared)
             continue
-        futures.append(sandbox.submit(benchmark.job(problem, benchmark.reference_program(problem), prepared, store,
-                                                    timeout)))
+        futures.append(sandbox.submit(benchmark.job(problem, program, prepared, store, timeout)))
     results = [item if isinstance(item, Result) else item.result() for item in futures]
     for store in stores:
         shutil.rmtree(store, ignore_errors=True)

@@ -83,33 +83,41 @@ def shape(execution: float, emitted: bool, trailing: str, symbol_reward: float, 
 class CodeReward:
     """TRL reward function `(prompts, completions, partial_state, domain, test, id, **kwargs)`.
 
-    One sandbox serves every call; `close()` (or process exit) stops it."""
+    One sandbox per interpreter serves every call (`exec_python`: one path, or {domain: path} for
+    mixed data, domains not named using this interpreter); `close()` (or process exit) stops them."""
 
     __name__ = "code_reward"  # TRL logs it as rewards/code_reward/*
 
     def __init__(self, symbol_reward: float = 1e-3, trailing_penalty: float = 1e-6, timeout: float | None = None,
-                 workers: int | None = None, exec_python: str | None = None, log_path: str | None = None):
+                 workers: int | None = None, exec_python: str | dict[str, str] | None = None,
+                 log_path: str | None = None):
         self.symbol_reward = symbol_reward
         self.trailing_penalty = trailing_penalty
         self.timeout = timeout
         self.workers = workers
         self.exec_python = exec_python
         self.log_path = log_path
-        self._sandbox: Sandbox | None = None
+        self._sandboxes: dict[str | None, Sandbox] = {}
         self._lock = threading.Lock()
 
     @property
     def sandbox(self) -> Sandbox:
+        """The sandbox of the domains `exec_python` does not name."""
+        return self.sandbox_for(None)
+
+    def sandbox_for(self, domain: str | None) -> Sandbox:
+        interpreter = self.exec_python.get(domain) if isinstance(self.exec_python, dict) else self.exec_python
         with self._lock:
-            if self._sandbox is None:
-                self._sandbox = Sandbox(workers=self.workers, exec_python=self.exec_python)
-                logger.info("reward sandbox: %d workers", self._sandbox.workers)
-            return self._sandbox
+            if interpreter not in self._sandboxes:
+                self._sandboxes[interpreter] = Sandbox(workers=self.workers, exec_python=interpreter)
+                logger.info("reward sandbox for %s: %d workers, %s", domain, self._sandboxes[interpreter].workers,
+                            interpreter or "this interpreter")
+            return self._sandboxes[interpreter]
 
     def close(self) -> None:
-        if self._sandbox is not None:
-            self._sandbox.close()
-            self._sandbox = None
+        for sandbox in self._sandboxes.values():
+            sandbox.close()
+        self._sandboxes = {}
 
     def __call__(self, prompts, completions, partial_state, domain, test, id, init_state=None, log_metric=None,
                  log_extra=None, trainer_state=None, **_) -> list[float]:
@@ -140,12 +148,12 @@ class CodeReward:
             if key not in items:
                 items[key] = (problem_from_record(record), [])
             items[key][1].append(index)
-        sandbox = self.sandbox
         verdicts: list = [None] * len(programs)
 
         def run(domain: str) -> None:
             groups = list(by_domain[domain].values())
             items = [(problem, [programs[i] for i in indices]) for problem, indices in groups]
+            sandbox = self.sandbox_for(domain)
             for (_, indices), judged in zip(groups, verify(sandbox, get_benchmark(domain), items, self.timeout)):
                 for index, verdict in zip(indices, judged):
                     verdicts[index] = verdict

@@ -38,6 +38,7 @@ import os
 import sys
 
 from data.jsonl import DataError
+from evaluation.env_check import check_interpreters, parse_exec_python
 from models.prompt_tokens import prompts_for_special_tokens
 from models.rewards import CodeReward
 from models.training import (
@@ -76,9 +77,13 @@ def build_arguments():
     group.add_argument("--reward_timeout", type=float, default=None,
                        help="seconds per program in the sandbox (default: the benchmark's own)")
     group.add_argument("--reward_workers", type=int, default=None,
-                       help="sandbox workers per process (default: cores / local processes)")
-    group.add_argument("--exec_python", default=None,
-                       help="interpreter that runs programs (BigCodeBench/DS-1000 need their own environment)")
+                       help="sandbox workers per process (default: the CPUs this process may use / local processes)")
+    group.add_argument("--exec_python", nargs="+", default=None,
+                       help="interpreter that runs programs: one path, or one per domain (aggregated data mixes "
+                            "domains): BigCodeBench=/path/python DS1000=/path/python, or a JSON object; domains "
+                            "not named use this interpreter")
+    group.add_argument("--skip_env_check", action="store_true",
+                       help="do not run a few reference solutions per domain first to find missing modules")
     group.add_argument("--prompts_per_step", type=int, default=None,
                        help="prompt groups per optimizer step over all processes: sets --gradient_accumulation_steps "
                             "to prompts_per_step x num_generations / (processes x batch_size_per_device)")
@@ -137,8 +142,28 @@ def plan_batch(namespace, processes: int) -> None:
 
 
 def reward_workers(requested: int | None) -> int:
+    from evaluation.execution import available_cpus
+
     local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
-    return requested or max(1, (os.cpu_count() or 1) // local_processes)
+    return requested or max(1, available_cpus() // local_processes)
+
+
+def check_environment(dataset, exec_python, skip: bool) -> None:
+    """Before the model loads: the references of a few problems of each domain in the data run with
+    that domain's interpreter; a missing module raises DataError (one line, exit 2)."""
+    from data.records import problem_from_record
+    from evaluation.env_check import check_environment as run_references
+
+    if skip:
+        return
+    problems: dict[str, list] = {}
+    for record in dataset:
+        chosen = problems.setdefault(record["domain"], [])
+        if len(chosen) < 8 and record["id"] not in {problem.id for problem in chosen}:
+            chosen.append(problem_from_record(record))
+    refusal = run_references(problems, exec_python)
+    if refusal:
+        raise DataError("--exec_python", None, refusal.removeprefix("error: "))
 
 
 def stop_callbacks(stop_after_steps: int | None) -> list:
@@ -171,10 +196,13 @@ def main(argv: list[str] | None = None) -> int:
     resume = resolve_checkpoint(config.resume_from_checkpoint, script.save_dir)
     tokenizer = AutoTokenizer.from_pretrained(script.model, padding_side="left")
     dataset = load_dataset(script.train_pth, tokenizer, script.max_prompt_length)
+    exec_python = parse_exec_python(script.exec_python)
+    check_interpreters(exec_python)
+    check_environment(dataset, exec_python, script.skip_env_check)
     rank = int(os.environ.get("RANK", "0"))
     log_name = "rewards.jsonl" if rank == 0 else f"rewards.rank{rank}.jsonl"
     reward = CodeReward(script.symbol_reward, script.trailing_penalty, timeout=script.reward_timeout,
-                        workers=reward_workers(script.reward_workers), exec_python=script.exec_python,
+                        workers=reward_workers(script.reward_workers), exec_python=exec_python,
                         log_path=os.path.join(script.save_dir, log_name))
     trainer = GRPOTrainer(model=script.model, reward_funcs=[reward], args=config, train_dataset=dataset,
                           processing_class=tokenizer, callbacks=stop_callbacks(script.stop_after_steps))

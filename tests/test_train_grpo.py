@@ -23,9 +23,9 @@ SYMBOL, PENALTY = 1e-3, 1e-6
 @pytest.fixture()
 def reward(sandbox):
     scorer = CodeReward(symbol_reward=SYMBOL, trailing_penalty=PENALTY)
-    scorer._sandbox = sandbox  # the session's sandbox; CodeReward would otherwise start its own
+    scorer._sandboxes[None] = sandbox  # the session's sandbox; CodeReward would otherwise start its own
     yield scorer
-    scorer._sandbox = None
+    scorer._sandboxes = {}
 
 
 def grpo_columns(problem, partial: str = "") -> dict:
