@@ -25,6 +25,7 @@ import torch
 from transformers.cache_utils import Cache, DynamicLayer
 
 COMPACT_BELOW = 0.75  # drop finished rows once fewer than this fraction of the batch is still running
+FIRST_CAPACITY = 64  # new tokens the cache holds before it first doubles
 ATTENTION = "rest_rl_decode"  # our attention function's name in transformers' AttentionInterface
 
 
@@ -35,12 +36,13 @@ class Row:
 
 
 class PreallocatedLayer(DynamicLayer):
-    """A layer cache sized once for prompt + new tokens: appending writes in place (the default
-    DynamicLayer concatenates, copying the whole cache every step), dropping rows selects them."""
+    """A layer cache written in place (the default DynamicLayer concatenates, copying the whole cache
+    every step): its buffer starts at `capacity` tokens (at most `limit`) and doubles when full, so
+    memory follows the longest row, not max_tokens; dropping rows selects them."""
 
-    def __init__(self, capacity: int):
+    def __init__(self, capacity: int, limit: int | None = None):
         super().__init__()
-        self.capacity, self.length = capacity, 0
+        self.capacity, self.limit, self.length = capacity, limit or capacity, 0
 
     def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
         self.dtype, self.device = key_states.dtype, key_states.device
@@ -54,7 +56,11 @@ class PreallocatedLayer(DynamicLayer):
             self.lazy_initialization(key_states, value_states)
         end = self.length + key_states.shape[-2]
         if end > self.capacity:
-            raise ValueError(f"cache holds {self.capacity} tokens, {end} given")
+            if end > self.limit:
+                raise ValueError(f"cache holds {self.limit} tokens, {end} given")
+            self.capacity = min(self.limit, max(end, 2 * self.capacity))
+            self.key_buffer = _copy_rows(self.key_buffer, None, self.length, self.capacity)
+            self.value_buffer = _copy_rows(self.value_buffer, None, self.length, self.capacity)
         self.key_buffer[:, :, self.length:end] = key_states
         self.value_buffer[:, :, self.length:end] = value_states
         self.length = end
@@ -68,17 +74,20 @@ class PreallocatedLayer(DynamicLayer):
     def get_seq_length(self) -> int:
         return self.length
 
-    def batch_repeat_interleave(self, repeats: int) -> None:
-        if self.is_initialized:
-            self.key_buffer = self.key_buffer.repeat_interleave(repeats, dim=0)
-            self.value_buffer = self.value_buffer.repeat_interleave(repeats, dim=0)
-            self._views()
-
     def batch_select_indices(self, indices: torch.Tensor) -> None:
         if self.is_initialized:
-            self.key_buffer = self.key_buffer[indices]
-            self.value_buffer = self.value_buffer[indices]
+            self.key_buffer = _copy_rows(self.key_buffer, indices, self.length, self.capacity)
+            self.value_buffer = _copy_rows(self.value_buffer, indices, self.length, self.capacity)
             self._views()
+
+
+def _copy_rows(buffer: torch.Tensor, rows: torch.Tensor | None, length: int, capacity: int) -> torch.Tensor:
+    """A new [rows, heads, capacity, dim] buffer holding the first `length` positions of `buffer`'s
+    `rows` (all when None); the rest is written before it is read."""
+    count = len(buffer) if rows is None else len(rows)
+    copied = buffer.new_empty(count, buffer.shape[1], capacity, buffer.shape[3])
+    copied[:, :, :length] = buffer[:, :, :length] if rows is None else buffer[rows, :, :length]
+    return copied
 
 
 @dataclass
@@ -227,7 +236,7 @@ def decode(model, tokenizer, prompt_ids: Sequence[Sequence[int]], n: int, seeds:
                        torch.tensor([len(ids) for ids in prompt_ids], device=device).repeat_interleave(n),
                        row_uniforms([seed + j for seed in seeds for j in range(n)], max_tokens).to(device),
                        rows, max_tokens)
-        cache = Cache(layers=[PreallocatedLayer(max_tokens) for _ in range(layers)])
+        cache = Cache(layers=[PreallocatedLayer(min(max_tokens, FIRST_CAPACITY), max_tokens) for _ in range(layers)])
         results = _run(model, cache, prefix, state, temperature, top_k, top_p, eos_ids, _stop_check(tokenizer, stop))
     return [results[index * n:(index + 1) * n] for index in range(len(prompt_ids))]
 

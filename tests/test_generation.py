@@ -114,6 +114,8 @@ def test_finished_rows_leave_the_batch_without_changing_the_others(tiny_dir, mon
     compacted = backend.generate(PROMPTS, **call)
     monkeypatch.setattr(models.decoding, "COMPACT_BELOW", 0.0)  # finished rows stay in the batch to the end
     assert _samples(backend.generate(PROMPTS, **call)) == _samples(compacted)
+    monkeypatch.setattr(models.decoding, "FIRST_CAPACITY", 3)  # the cache grows 3 -> 6 -> 12 -> 24 -> 30
+    assert _samples(backend.generate(PROMPTS, **call)) == _samples(compacted)
     lengths = sorted(g.completion_tokens for o in compacted for g in o.generations)
     assert lengths[len(lengths) // 2] < 30 * 0.75  # most rows ended early: the batch was compacted
 
