@@ -1,11 +1,12 @@
-"""What HumanEval+ and MBPP+ share: evalplus's judgement, run in two sandboxed steps.
+"""What HumanEval+ and MBPP+ share: evalplus 0.3.1's judgement, run in two sandboxed steps.
 
 1. `reference_job`: the canonical solution runs on every base and plus input in a child of its
    own and streams `(seconds, output)` per input into a file of the problem's store (a directory
-   in `Sandbox.shared_dir`); this process never unpickles it.
-2. `plus_job`: a program runs its original tests (HumanEval's check, MBPP+'s assertion), then
-   every base and plus input, compared with those outputs (`data/evalplus_harness.py`), stopping
-   at the first failure as evalplus does by default.
+   in `Sandbox.shared_dir`), then the list of times; this process never unpickles it.
+2. `plus_job`: a program, in one fresh child, is judged on the base inputs, then on the plus inputs,
+   against those outputs (`data/evalplus_harness.py`), stopping at the first failure, as evalplus
+   judges it. Nothing else gates it: evalplus runs neither HumanEval's `check` nor MBPP+'s
+   `assertion`, and neither do we (tests/bench/bench_evalplus.py holds us against evalplus itself).
 """
 from __future__ import annotations
 
@@ -29,6 +30,9 @@ def user_message(task_prompt: str) -> str:
 def response_prefix(state: str) -> str:
     return f"{RESPONSE_PREFIX}\n```python\n{state}"
 REFERENCE_TIMEOUT = 300.0
+# the child's own limits bound each input group by min(60 s, its time limits) + 2 s (evalplus's); the
+# job's wall clock is only the outer backstop: two groups, the program run twice, the reference read
+PLUS_TIMEOUT = 135.0
 OUTPUT_NOT_NONE_TASKS = ("check_str", "text_match_three", "text_starta_endb")  # evalplus, MBPP only
 
 
@@ -46,7 +50,8 @@ def reference_job(program: str, problem: Problem, dataset: str, store: str, time
     with open(inputs_path, "wb") as handle:
         pickle.dump(inputs(problem), handle, protocol=4)
     entry_point = problem.test["entry_point"]
-    data = {"entry_point": entry_point, "output_not_none": dataset == "mbpp" and entry_point in OUTPUT_NOT_NONE_TASKS}
+    data = {"entry_point": entry_point, "output_not_none": dataset == "mbpp" and entry_point in OUTPUT_NOT_NONE_TASKS,
+            "group_sizes": group_sizes(problem)}
     return Job(program, harness=[_source("evalplus_reference.py")], tests=["_reference_outputs()"],
                data=pickle.dumps(data, protocol=4), data_files=[inputs_path],
                output_file=os.path.join(store, "reference.pkl"),
@@ -54,17 +59,35 @@ def reference_job(program: str, problem: Problem, dataset: str, store: str, time
                limits=Limits(file_bytes=16 * GIB))  # outputs can be large (Mbpp/255: 780 MB)
 
 
-def plus_job(program: str, problem: Problem, prepared: Result | None, dataset: str, store: str, timeout: float,
-             harness=(), tests=()) -> Job:
-    """The program's job; without the reference outputs (`prepared` failed) it is a harness error."""
+def _judge_source() -> str:
+    """The judge, run in a namespace of its own inside the child (see evalplus_harness.py), binding only
+    `_plus_group` in the program's namespace, where the tests call it."""
+    return ("_evalplus_judge = {'__builtins__': __builtins__, '__sandbox_data__': __sandbox_data__, "
+            "'__sandbox_files__': __sandbox_files__, '__sandbox_program__': __sandbox_program__, "
+            "'__program_namespace__': globals()}\n"
+            f"exec(compile({_source('evalplus_harness.py')!r}, 'evalplus_harness.py', 'exec'), _evalplus_judge)\n"
+            "_plus_group = _evalplus_judge['_plus_group']\n")
+
+
+def group_sizes(problem: Problem) -> list[int]:
+    return [len(problem.test["base_input"]), len(problem.test["plus_input"])]
+
+
+def plus_job(program: str, problem: Problem, prepared: Result | None, dataset: str, store: str,
+             timeout: float | None) -> Job:
+    """The program's job: tests `_plus_group(0)` (base inputs) and `_plus_group(1)` (plus inputs);
+    without the reference outputs (`prepared` failed) it is a harness error."""
     if prepared is None or not prepared.passed:
         reason = prepared.error if prepared is not None else "not computed"
         message = f"reference outputs unavailable: {reason}"[:300]
         return Job(program, harness=[f"raise RuntimeError({message!r})"], tests=["pass"], timeout=timeout)
     data = {"entry_point": problem.test["entry_point"], "atol": problem.test["atol"], "dataset": dataset,
-            "plus_start": len(problem.test["base_input"])}
-    checks = [f"_plus_check({index})" for index in range(len(inputs(problem)))]
-    return Job(program, harness=list(harness) + [_source("evalplus_harness.py")], tests=list(tests) + checks,
+            "group_sizes": group_sizes(problem)}
+    # evalplus's parent has numpy loaded, so a program's `import numpy` works under its guard; ours loads it
+    # before the guard for the programs that use it (under the guard its import fails)
+    setup = ['try:\n    __import__("numpy")\nexcept ImportError:\n    pass'] if "numpy" in program else []
+    return Job(program, setup=setup, harness=[_judge_source()],
+               tests=["_plus_group(0)", "_plus_group(1)"],
                data=pickle.dumps(data, protocol=4),
                data_files=[os.path.join(store, "inputs.pkl"), os.path.join(store, "reference.pkl")],
-               timeout=timeout, fail_fast=True, guard="evalplus")
+               timeout=timeout or PLUS_TIMEOUT, fail_fast=True, guard="evalplus")

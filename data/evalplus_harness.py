@@ -1,23 +1,41 @@
-"""Runs inside the sandbox child only (never imported by the project): evalplus's judgement of
-one program on a list of inputs, against the canonical solution's outputs.
+"""Runs inside the sandbox child only (never imported by the project): evalplus 0.3.1's judgement of
+one program, against the canonical solution's outputs.
 
-The job puts `__sandbox_data__ = {"entry_point", "atol", "dataset", "plus_start"}` and
-`__sandbox_files__ = [inputs pickle, reference stream]` in the namespace; each test is
-`_plus_check(i)`, called in order (the reference stream is read one input at a time). The rules are
-evalplus 0.3.1's (evalplus/eval/__init__.py, _special_oracle.py), with the find_zero fix of its
-main branch (0.3.1 fails every find_zero program, the canonical one included):
-- per-input time limit max(1 s, 4 x the canonical solution's time on that input);
-- exact `==`, or, when `atol` is non-zero (it becomes 1e-6 for float outputs and then stays so
-  for the rest of that input group, as in evalplus), same type, same length and allclose with
-  rtol 1e-7;
-- the special oracles for find_zero and several MBPP tasks.
+It runs in a namespace of its own (`data/evalplus.py` wraps it), so a program that redefines a builtin
+(Mbpp/126 defines `sum`) cannot change the judge: there it finds `__sandbox_data__ = {"entry_point",
+"atol", "dataset", "group_sizes"}`, `__sandbox_files__ = [inputs pickle, reference stream]`,
+`__sandbox_program__` (the compiled program) and `__program_namespace__` (the sandbox's run of the
+program); the tests, in the program's namespace, are
+`_plus_group(0)` (the base inputs) and `_plus_group(1)` (the plus inputs), in order (the reference
+stream is read one input at a time). A program passes when both groups pass, as evalplus's
+base_status == plus_status == "pass". The rules are evalplus 0.3.1's (evalplus/eval/__init__.py
+`unsafe_execute` / `untrusted_check`, `_special_oracle.py`):
+- each group judges a fresh execution of the program (evalplus runs each group in a process of
+  its own): the base group the sandbox's run, the plus group a new one in a new namespace;
+- the program's output is swallowed while it runs (evalplus's swallow_io);
+- per-input time limit max(1 s, 4 x the canonical solution's time on that input), and the group's
+  whole run within min(60 s, the sum of those limits) + 2 s (evalplus's process timeout and join);
+- inputs in order, stopping at the first failure (evalplus's default fast_check);
+- exact `==`, or, when `atol` is non-zero (it becomes 1e-6 at the first float output and then stays
+  so for the rest of the group, as in evalplus), same type, same length and allclose with rtol 1e-7;
+- the special oracles for find_zero and the MBPP tasks of `_special_oracle.py` (set comparison for
+  Mbpp/2, 7, 111, 140, 232, 249, 579, 769; not-None checks; Mbpp/164, 295, 558, 581).
+One deviation, kept on purpose: for find_zero (HumanEval/32) a root passes, as on evalplus's main
+branch; 0.3.1's `continue` skips the bookkeeping of that input, so 0.3.1 fails every find_zero
+program, the canonical one included.
 """
+import cmath as _cmath
 import math as _math
 import pickle as _pickle
 import signal as _signal
+import struct as _struct
+import sys as _sys
+import time as _time
 
 _MIN_TIME_LIMIT = 1.0
 _GT_TIME_LIMIT_FACTOR = 4.0
+_GROUP_TIMEOUT_CAP = 60.0  # EVALPLUS_TIMEOUT_PER_TASK's default
+_GROUP_TIMEOUT_EXTRA = 2.0  # untrusted_check: + 1 s (fast_check), then join(timeout + 1)
 _MBPP_OUTPUT_NOT_NONE_TASKS = ["check_str", "text_match_three", "text_starta_endb"]
 _MBPP_OUTPUT_SET_EQ_TASKS = ["similar_elements", "find_char_long", "common_in_nested_lists",
                              "extract_singly", "larg_nnum", "intersection_array", "find_dissimilar", "Diff"]
@@ -25,7 +43,33 @@ _MBPP_OUTPUT_SET_EQ_TASKS = ["similar_elements", "find_char_long", "common_in_ne
 _plus = __sandbox_data__  # noqa: F821  (set by the sandbox harness)
 _plus_inputs = _pickle.load(__sandbox_files__[0])  # noqa: F821
 _plus_reference = __sandbox_files__[1]  # noqa: F821
-_plus_state = {"atol": _plus["atol"], "next": 0}
+_plus_state = {"next_group": 0}
+
+
+def _reference_times(stream):
+    """The trailer of the reference stream: every input's canonical time (the stream is left at 0)."""
+    stream.seek(-8, 2)
+    (offset,) = _struct.unpack("<Q", stream.read(8))
+    stream.seek(offset)
+    times = _pickle.load(stream)
+    stream.seek(0)
+    return times
+
+
+_plus_times = _reference_times(_plus_reference)
+
+
+class _Swallow:
+    """evalplus's swallow_io for output: writes go nowhere."""
+
+    def write(self, text):
+        return len(text)
+
+    def flush(self):
+        pass
+
+    def isatty(self):
+        return False
 
 
 def _poly(xs, x):
@@ -54,37 +98,37 @@ def _is_floats(x):
 
 
 def _allclose(out, exp, atol, rtol=1e-07):
-    try:
-        import numpy
-    except ImportError:  # the same rule, element by element
-        numpy = None
+    """numpy.allclose(out, exp, rtol, atol). numpy itself when the child has it loaded (the job loads it
+    before the guard for a program that uses numpy; evalplus's parent always has it); otherwise the same
+    rule in Python for what reaches it (numbers, and lists/tuples of one shape): |out - exp| <= atol +
+    rtol * |exp| elementwise, infinities only equal to themselves, NaN never close; sequences of other
+    shapes (which numpy would broadcast or refuse) and integers beyond int64 (an object array numpy
+    refuses) are not close."""
+    numpy = _sys.modules.get("numpy")
     if numpy is not None:
         return bool(numpy.allclose(out, exp, rtol=rtol, atol=atol))
-    if isinstance(exp, (list, tuple)):
-        return len(out) == len(exp) and all(_allclose(a, b, atol, rtol) for a, b in zip(out, exp))
-    if out == exp:
-        return True
+    return _close(out, exp, atol, rtol)
+
+
+def _close(out, exp, atol, rtol):
+    if isinstance(out, (list, tuple)) or isinstance(exp, (list, tuple)):
+        if not (isinstance(out, (list, tuple)) and isinstance(exp, (list, tuple))) or len(out) != len(exp):
+            return False
+        return all(_close(a, b, atol, rtol) for a, b in zip(out, exp))
+    if not all(isinstance(x, (int, float, complex)) for x in (out, exp)):
+        raise TypeError("allclose: not numbers")
+    if any(isinstance(x, int) and not -2 ** 63 <= x < 2 ** 63 for x in (out, exp)):
+        return False
+    if not (_cmath.isfinite(out) and _cmath.isfinite(exp)):
+        return out == exp
     return abs(out - exp) <= atol + rtol * abs(exp)
 
 
-def _plus_check(index):
-    entry_point, dataset = _plus["entry_point"], _plus["dataset"]
-    if index == _plus["plus_start"]:
-        _plus_state["atol"] = _plus["atol"]  # a new input group: evalplus checks base and plus apart
-    candidate = globals()[entry_point]
-    assert index == _plus_state["next"], "plus inputs are checked in order"
-    _plus_state["next"] += 1
-    seconds, exp = _pickle.load(_plus_reference)
-    inp = _plus_inputs[index]
-    limit = max(_MIN_TIME_LIMIT, _GT_TIME_LIMIT_FACTOR * seconds)
-    _signal.setitimer(_signal.ITIMER_REAL, limit)
-    try:
-        out = candidate(*inp)
-    finally:
-        _signal.setitimer(_signal.ITIMER_REAL, 0)
-    atol = _plus_state["atol"]
+def _exact_match(out, exp, inp, atol):
+    """`out == exp`, or what the task's special oracle accepts instead (dataset mbpp)."""
+    entry_point = _plus["entry_point"]
     exact_match = out == exp
-    if dataset == "mbpp":
+    if _plus["dataset"] == "mbpp":
         if entry_point == "are_equivalent":
             exact_match = exact_match or True
         elif entry_point == "sum_div":
@@ -97,11 +141,17 @@ def _plus_check(index):
             exact_match = set(out) == set(exp)
         elif entry_point in _MBPP_OUTPUT_NOT_NONE_TASKS:
             exact_match = out == exp if isinstance(out, bool) else exp == (out is not None)
-    if dataset == "humaneval" and entry_point == "find_zero":
+    return exact_match
+
+
+def _check_output(out, exp, inp, atol):
+    """Raises unless `out` is right; returns the atol for the next input of the group."""
+    exact_match = _exact_match(out, exp, inp, atol)
+    if _plus["dataset"] == "humaneval" and _plus["entry_point"] == "find_zero":
         assert abs(_poly(*inp, out)) <= atol, "find_zero: not a root"
-        return
+        return atol
     if atol == 0 and _is_floats(exp):
-        atol = _plus_state["atol"] = 1e-6
+        atol = 1e-6
     if not exact_match and atol != 0:
         assert type(out) is type(exp), "output type differs from the reference"
         if isinstance(exp, (list, tuple)):
@@ -109,3 +159,46 @@ def _plus_check(index):
         assert _allclose(out, exp, atol), "output not close to the reference"
     else:
         assert exact_match, "output differs from the reference"
+    return atol
+
+
+def _run_group(group, candidate_of, deadline):
+    start = sum(_plus["group_sizes"][:group])
+    candidate = candidate_of()
+    atol = _plus["atol"]
+    for index in range(start, start + _plus["group_sizes"][group]):
+        _, exp = _pickle.load(_plus_reference)
+        inp = _plus_inputs[index]
+        limit = max(_MIN_TIME_LIMIT, _GT_TIME_LIMIT_FACTOR * _plus_times[index])
+        # past the group's deadline the call is cut at once: the sandbox's alarm reports a timeout
+        _signal.setitimer(_signal.ITIMER_REAL, max(1e-6, min(limit, deadline - _time.monotonic())))
+        try:
+            out = candidate(*inp)
+        finally:
+            _signal.setitimer(_signal.ITIMER_REAL, 0)
+        atol = _check_output(out, exp, inp, atol)
+
+
+def _plus_group(group):
+    assert group == _plus_state["next_group"], "input groups are checked in order"
+    _plus_state["next_group"] += 1
+    started = _time.monotonic()
+    sizes = _plus["group_sizes"]
+    limits = sum(max(_MIN_TIME_LIMIT, _GT_TIME_LIMIT_FACTOR * t)
+                 for t in _plus_times[sum(sizes[:group]):sum(sizes[:group + 1])])
+    deadline = started + min(_GROUP_TIMEOUT_CAP, limits) + _GROUP_TIMEOUT_EXTRA
+    entry_point = _plus["entry_point"]
+
+    def candidate_of():
+        if group == 0:  # the sandbox already ran the program
+            return __program_namespace__[entry_point]  # noqa: F821
+        namespace = {}
+        exec(__sandbox_program__, namespace)  # noqa: F821
+        return namespace[entry_point]
+
+    streams = _sys.stdout, _sys.stderr
+    _sys.stdout = _sys.stderr = _Swallow()
+    try:
+        _run_group(group, candidate_of, deadline)
+    finally:
+        _sys.stdout, _sys.stderr = streams

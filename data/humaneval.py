@@ -1,9 +1,9 @@
 """HumanEval (openai/human-eval) and HumanEval+ (evalplus release files).
 
 HumanEval: a program passes when `check(<entry_point>)` from the problem's `test` raises nothing
-(the official harness: program, then test code, then the check call). HumanEval+: evalplus's
-judgement, see `data/evalplus.py`: the original check (when the file has it; the Mini file does
-not), then the outputs on every base and plus input compared with the canonical solution's.
+(the official harness: program, then test code, then the check call). HumanEval+: evalplus 0.3.1's
+judgement, see `data/evalplus.py`: the outputs on every base and plus input compared with the
+canonical solution's (the original check is not run, as evalplus does not run it).
 """
 from __future__ import annotations
 
@@ -49,8 +49,8 @@ class HumanEval(Benchmark):
 class HumanEvalPlus(HumanEval):
     name = "HumanEvalPlus"
     files = ("HumanEvalPlus.jsonl.gz", "HumanEvalPlus.jsonl", "HumanEvalPlus-Mini.jsonl.gz")
-    default_timeout = 120.0
-    # The Mini file has no `test` (the original check); evalplus itself never runs it.
+    default_timeout = evalplus.PLUS_TIMEOUT
+    # The Mini file has no `test` (the original check); evalplus never runs it, and neither do we.
     fields = ("task_id", "prompt", "entry_point", "canonical_solution", "base_input", "plus_input", "atol")
 
     def problem(self, record: dict) -> Problem:
@@ -63,9 +63,7 @@ class HumanEvalPlus(HumanEval):
         return evalplus.reference_job(self.reference_program(problem), problem, "humaneval", store, timeout)
 
     def job(self, problem, program, prepared=None, store="", timeout=None) -> Job:
-        check = super().job(problem, program) if problem.test["test"] else Job(program)
-        return evalplus.plus_job(program, problem, prepared, "humaneval", store, timeout or self.default_timeout,
-                                 harness=check.harness, tests=check.tests)
+        return evalplus.plus_job(program, problem, prepared, "humaneval", store, timeout)
 
 
 register(HumanEval())

@@ -3,9 +3,9 @@
 MBPP: a program passes when every assert of `test_list` holds; `test_setup_code` runs after the
 program (tasks 367 and 927 build trees with the program's own `class Node`), the sanitized file's
 `test_imports` before it. Ids are the integer task ids as strings ("11").
-MBPP+: its `assertion` (the original asserts, with `import math` available to them only, as the
-evalplus harness provides it for Mbpp/120), then evalplus's judgement on every base and plus
-input (`data/evalplus.py`). Ids are "Mbpp/N".
+MBPP+: evalplus 0.3.1's judgement on every base and plus input (`data/evalplus.py`); the file's
+`assertion` (the original asserts) is read but not run, as evalplus does not run it. Ids are
+"Mbpp/N".
 """
 from __future__ import annotations
 
@@ -103,7 +103,7 @@ def deserialize_input(number: int, inp: list):
 class MBPPPlus(Benchmark):
     name = "MBPPPlus"
     files = ("MbppPlus.jsonl.gz", "MbppPlus.jsonl")
-    default_timeout = 120.0
+    default_timeout = evalplus.PLUS_TIMEOUT
     fields = ("task_id", "prompt", "entry_point", "canonical_solution", "base_input", "plus_input", "atol",
               "assertion")
 
@@ -134,9 +134,7 @@ class MBPPPlus(Benchmark):
         return evalplus.reference_job(self.reference_program(problem), problem, "mbpp", store, timeout)
 
     def job(self, problem, program, prepared=None, store="", timeout=None) -> Job:
-        assertion = problem.test["assertion"]
-        return evalplus.plus_job(program, problem, prepared, "mbpp", store, timeout or self.default_timeout,
-                                 harness=["import math"], tests=[assertion] if assertion.strip() else [])
+        return evalplus.plus_job(program, problem, prepared, "mbpp", store, timeout)
 
 
 register(MBPP())

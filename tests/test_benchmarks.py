@@ -67,11 +67,11 @@ def test_mbpp_sanitized_canonical_pass_and_broken_fail(sandbox):
 def test_mbppplus_canonical_pass(sandbox):
     problems, verdicts = _check_all(sandbox, "MBPPPlus", shared_data("mbppplus/MbppPlus.jsonl.gz"), _canonical)
     assert len(problems) == 378 and problems[0].id == "Mbpp/2"
-    assert _failures(problems, verdicts) == []
-    # the assertion, then every base and plus input ran
-    for problem, group in zip(problems[:20], verdicts[:20]):
-        expected = 1 + len(problem.test["base_input"]) + len(problem.test["plus_input"])
-        assert len(group[0].tests) == expected
+    # Mbpp/599's canonical solution needs about a minute for its plus inputs here, past evalplus's 62 s
+    # per input group: evalplus times it out too unless the machine is fast enough
+    assert [f for f in _failures(problems, verdicts) if f[:2] != ("Mbpp/599", "timeout")] == []
+    # both input groups ran: the base inputs, then the plus inputs (the assertion is not run, as in evalplus)
+    assert all(group[0].tests == ["passed", "passed"] for group in verdicts)
 
 
 def test_mbppplus_plus_inputs_catch_what_assertion_misses(sandbox):
@@ -127,3 +127,41 @@ def test_humanevalplus_full_canonical_pass(sandbox):
     assert len(problems) == 164
     assert [(p.id, v[0].error) for p, v in zip(problems, verdicts) if v[0].reward != 1.0] == []
     assert {"HumanEval/22", "HumanEval/44"} <= {p.id for p, v in zip(problems, verdicts) if v[1].reward != 1.0}
+
+
+def _problem(domain, relative, task_id):
+    path = shared_data(relative)
+    return next(p for p in get_benchmark(domain).load(str(path.parent), path.name) if p.id == task_id)
+
+
+def test_plus_benchmarks_judge_as_evalplus_does(sandbox):
+    """evalplus 0.3.1's verdicts (tests/bench/bench_evalplus.py checks every task against evalplus itself):
+    set-compared MBPP+ tasks take the right elements in any order or container, other tasks do not;
+    float outputs within atol 1e-6 pass; neither MBPP+'s `assertion` nor HumanEval's `check` gates a
+    program; an endless loop fails at its per-input limit, not at the job's timeout."""
+    mbpp = get_benchmark("MBPPPlus")
+    similar = _problem("MBPPPlus", "mbppplus/MbppPlus.jsonl.gz", "Mbpp/2")
+    assert "== (4, 5)" in similar.test["assertion"]  # the assertion alone would reject (5, 4)
+    reordered = ["def similar_elements(a, b):\n    return tuple(sorted(set(a) & set(b), reverse=True))\n",
+                 "def similar_elements(a, b):\n    return sorted(set(a) & set(b), reverse=True)\n",
+                 "def similar_elements(a, b):\n    return tuple(set(a) | set(b))\n"]
+    dirty = _problem("MBPPPlus", "mbppplus/MbppPlus.jsonl.gz", "Mbpp/18")
+    reversed_string = ("def remove_dirty_chars(string, second_string):\n"
+                       "    return ''.join(c for c in string if c not in second_string)[::-1]\n")
+    verdicts = verify(sandbox, mbpp, [(similar, reordered), (dirty, [reversed_string])])
+    assert [v.reward for v in verdicts[0]] == [1.0, 1.0, 0.0] and verdicts[1][0].reward == 0.0
+    assert verdicts[0][0].tests == ["passed", "passed"]  # the base inputs, then the plus inputs
+
+    humaneval = get_benchmark("HumanEvalPlus")
+    mad = _problem("HumanEvalPlus", "humanevalplus/HumanEvalPlus.jsonl.gz", "HumanEval/4")
+    shifted = [humaneval.reference_program(mad).replace("return sum(abs(", f"return {delta} + sum(abs(")
+               for delta in ("1e-9", "1e-3")]
+    cyclic = _problem("HumanEvalPlus", "humanevalplus/HumanEvalPlus.jsonl.gz", "HumanEval/38")
+    program = humaneval.reference_program(cyclic)
+    broken_encoder = program.replace("def encode_cyclic(s: str):", "def encode_cyclic(s: str):\n    return s", 1)
+    multiply = _problem("HumanEvalPlus", "humanevalplus/HumanEvalPlus.jsonl.gz", "HumanEval/75")
+    endless = multiply.prompt + "    while True:\n        pass\n"
+    verdicts = verify(sandbox, humaneval, [(mad, shifted), (cyclic, [broken_encoder]), (multiply, [endless])])
+    assert [v.reward for v in verdicts[0]] == [1.0, 0.0]
+    assert verdicts[1][0].reward == 1.0  # HumanEval's check (which calls encode_cyclic) is not run
+    assert verdicts[2][0].reward == 0.0 and verdicts[2][0].status == "timeout" and verdicts[2][0].time < 20
