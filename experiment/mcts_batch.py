@@ -16,6 +16,10 @@ rewards`), "orm" (rollouts scored by `score(questions, programs) -> values` inst
 `score(questions, states)` values every new child; pruning by value; no rollouts; completions are
 scored only to pick the answer). The answer is the best-scored program in the tree.
 
+Thought mode (`use_thought`, the original's --use_thought): an expansion is two batched calls, the
+round's thoughts (`num_sample` per leaf, `max_thought_tokens`, `stop_think`) and then one action per
+thought; the child a sample creates keeps its thought (`tree[].thought`).
+
 Monte-Carlo value targets (`mc_rollouts=K`, VinePPO's estimator): when a tree's search ends, K
 rollouts are sampled from every line prefix of its programs (the prefixes' states, short of the whole
 program) and the mean reward is recorded as `mc_rewards` [{state, reward, rollouts, rewards}].
