@@ -169,6 +169,11 @@ def finish_read_only(report, shared, reserved):
     return shared_fd
 
 
+def bind_in_place(path):
+    """Make `path` a mount point of itself (it can then be neither renamed nor removed)."""
+    return libc is not None and _mount(path, path, None, MS_BIND)
+
+
 def hide_paths(patterns):
     """Cover each existing path matching `patterns`: a device or file by /dev/null, a directory by
     an empty read-only tmpfs. Returns the paths covered."""
@@ -229,10 +234,19 @@ def open_shared(shared_fd, shared_dir, path, flags, mode=0o600):
     return os.open(path, flags, mode)
 
 
+_clean_mtimes = {}
+
+
 def empty_private_dirs(reserved):
-    """Remove what the last program left in the private tmp dirs (all but `reserved` entries)."""
+    """Remove what the last program left in the private tmp dirs (all but `reserved` entries).
+    One stat when nothing is left: a tmpfs directory's size grows with each entry, and a program
+    cannot remove a reserved entry (each is a mount point), so an unchanged size and mtime means
+    no new entry."""
     for directory, keep in reserved.items():
         try:
+            info = os.stat(directory)
+            if _clean_mtimes.get(directory) == (info.st_mtime_ns, info.st_size):
+                continue
             names = os.listdir(directory)
         except OSError:
             continue
@@ -248,3 +262,8 @@ def empty_private_dirs(reserved):
                     os.unlink(path)
                 except OSError:
                     pass
+        try:
+            info = os.stat(directory)
+            _clean_mtimes[directory] = (info.st_mtime_ns, info.st_size)
+        except OSError:
+            pass

@@ -129,6 +129,8 @@ class Worker:
         self.base_dir = _make_temp_dir("restrl_sandbox_")
         if self.reserved.get("/tmp") is not None and self.base_dir.startswith("/tmp/"):
             self.reserved["/tmp"].add(os.path.basename(self.base_dir))
+            # A mount point: a program (of our own uid, in a user namespace) cannot move or remove it.
+            contain.bind_in_place(self.base_dir)
         os.chmod(self.base_dir, 0o711)
         self.work_dir = os.path.join(self.base_dir, "work")
         self.out_dir = os.path.join(self.base_dir, "out")
@@ -217,10 +219,10 @@ class Worker:
             return early
         # One fixed path, emptied after every job, so that HOME, TMPDIR and PWD are set once in the
         # worker's environment and the child has nothing to change.
-        os.mkdir(self.work_dir, 0o700)
+        _fresh_dir(self.work_dir)
         if self.uid is not None:
             os.chown(self.work_dir, self.uid, self.uid)
-        os.mkdir(self.out_dir, 0o700)  # the program cannot reach its output files by name
+        _fresh_dir(self.out_dir)  # the program cannot reach its output files by name (as root)
         try:
             return self._run_in_child(job, self.work_dir, self.out_dir)
         finally:
@@ -228,7 +230,7 @@ class Worker:
             for name in ("stdin", "stdout", "stderr"):
                 try:
                     os.unlink(os.path.join(self.out_dir, name))
-                except FileNotFoundError:
+                except OSError:  # gone, or a program (of our uid) replaced the directory
                     pass
             self._remove(self.out_dir)
 
@@ -400,9 +402,17 @@ class Worker:
     def _remove(self, path):
         try:
             os.rmdir(path)
+        except FileNotFoundError:
+            pass
         except OSError:
-            import shutil
-            shutil.rmtree(path, onerror=_force_remove)
+            if os.path.isdir(path) and not os.path.islink(path):
+                import shutil
+                shutil.rmtree(path, onerror=_force_remove)
+            else:
+                try:
+                    os.unlink(path)
+                except OSError:
+                    pass
 
 
 def _loopback_up():
@@ -509,6 +519,19 @@ def _make_temp_dir(prefix):
             return path
         except FileExistsError:
             continue
+
+
+def _fresh_dir(path):
+    """An empty directory at `path`, whatever a program left there (a file, a link, a directory)."""
+    try:
+        os.mkdir(path, 0o700)
+    except FileExistsError:
+        if os.path.isdir(path) and not os.path.islink(path):
+            import shutil
+            shutil.rmtree(path, onerror=_force_remove)
+        else:
+            os.unlink(path)
+        os.mkdir(path, 0o700)
 
 
 def _early_result(status, exc, stage):

@@ -408,11 +408,17 @@ def test_private_tmp_is_emptied_between_programs():
                  tests=["assert True"], guard="none")
     reader = Job("import os\nleft = [p for p in ('/tmp/carry', '/dev/shm/carry') if os.path.exists(p)]",
                  tests=["assert left == [], left"], guard="none")
+    # A program that wrecks its worker's directories (its own uid owns them in a user namespace).
+    wrecker = Job("import os, shutil\nbase = os.path.dirname(os.getcwd())\n"
+                  "for action in (lambda: shutil.rmtree(base + '/out'), lambda: open(base + '/out', 'w'),\n"
+                  "               lambda: os.rename(base, base + 'x'), lambda: os.symlink('/', base + '/work2')):\n"
+                  "    try:\n        action()\n    except OSError:\n        pass\n",
+                  tests=["assert True"], guard="none")
     with Sandbox(workers=1) as pool:
         if not _contained(pool.worker_isolation()[0]):
             pytest.skip("no private /tmp here")
-        results = pool.run([writer, reader, writer, reader])
-    assert [r.status for r in results] == ["passed"] * 4, [r.error for r in results]
+        results = pool.run([writer, reader, writer, reader, wrecker, GOOD, reader])
+    assert [r.status for r in results] == ["passed"] * 7, [r.error for r in results]
 
 
 def test_a_killed_callers_shared_dir_is_removed_by_the_next_sandbox(tmp_path):
