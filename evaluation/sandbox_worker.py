@@ -6,12 +6,15 @@ programs run under their own interpreter). It reads jobs from its stdin and writ
 stdout, as frames of a 4-byte big-endian length followed by UTF-8 JSON.
 
 Start-up (once): die with the parent (PR_SET_PDEATHSIG); become a child subreaper; when root, enter
-private network and mount namespaces (no network; private tmpfs on /tmp, /var/tmp and /dev/shm).
+private network and mount namespaces, otherwise (where allowed) a user namespace with network, mount
+and PID namespaces (sandbox_contain.py): no network but loopback, a read-only filesystem but for a
+private tmpfs on /tmp, /var/tmp and /dev/shm.
 Per job: a temporary directory; fork; the child enters its own session, takes the limits, a
 scrubbed environment, stdin from a file or /dev/null, stdout/stderr into capped files, drops root to
-a uid of its own, applies the guard prelude, runs setup / program / tests and streams its report
-into a pipe; the worker waits with a wall-clock deadline, kills the child's process group and
-(when root) every process of the child's uid, and removes the directory.
+a uid of its own (or drops its capabilities in a user namespace), applies the guard prelude, runs
+setup / program / tests and streams its report into a pipe; the worker waits with a wall-clock
+deadline, kills the child's process group and every process the program left (root: of the
+child's uid; PID 1: all others), removes the directory and empties the private tmp dirs.
 
 `evaluation/execution.py` documents what this protects against and what it does not.
 """
