@@ -36,6 +36,8 @@ exec_python() {                                     # BigCodeBench and DS-1000 p
     *) echo "" ;;
   esac
 }
+# GRPO trains on the aggregated data of all three domains: each domain's programs in its interpreter
+GRPO_EXEC_PYTHON="--exec_python BigCodeBench=.venv-bigcodebench/bin/python DS1000=.venv-ds1000/bin/python"
 
 # 0. Data and the execution environments of BigCodeBench and DS-1000 (once).
 python -m data.prepare --domain all                 # data/<Domain>/...; APPS also test_500.jsonl
@@ -58,12 +60,14 @@ for round in $(seq 1 "$ROUNDS"); do
   data="generate/Common/All/$(slug "$policy")/temp_${T}_tokens_${M}_grpo_data_${STD}_${ACCEPT}_${N_SAMPLE}_${ALPHA}.jsonl"
   # 1.3 one GRPO round: one process per GPU, DeepSpeed ZeRO-2, the policy in bf16 (see models/run_grpo.sh)
   save_dir="models/ckpts/grpo/$NAME/$round"
+  # shellcheck disable=SC2086
   accelerate launch --config_file config/accelerate/multi_gpu.yaml --num_processes "$GPUS" \
     models/train_grpo.py "$policy" "$save_dir" "$data" \
     --max_prompt_length 1024 --max_completion_length "$M" --num_generations 8 --log_completions \
     --deepspeed_config config/zero2_config.json --lr 1e-7 --epochs 1 --save_steps 0.5 \
     --batch_size_per_device 2 --prompts_per_step "$PROMPTS_PER_STEP" --symbol_reward 1e-3 \
-    --trailing_penalty 1e-6 --beta 0.04 --loss_type bnpo --scale_rewards group --report_to wandb
+    --trailing_penalty 1e-6 --beta 0.04 --loss_type bnpo --scale_rewards group --report_to wandb \
+    $GRPO_EXEC_PYTHON
   policy="$save_dir"
 done
 
