@@ -35,8 +35,12 @@ AT_FDCWD, AT_RECURSIVE = -100, 0x8000
 SYS_MOUNT_SETATTR = 442  # the same number on every architecture (new syscall table)
 PR_SET_NO_NEW_PRIVS = 38
 PRIVATE_TMP_DIRS = ("/tmp", "/var/tmp", "/dev/shm")
-# Accelerators programs must never reach (NVIDIA, AMD ROCm, render nodes).
-HIDDEN_DEVICES = ("/dev/nvidia*", "/dev/nvidia-caps", "/dev/kfd", "/dev/dri")
+# Accelerators programs must never reach (NVIDIA, AMD ROCm, render nodes), and the sockets of
+# daemons that act for whoever connects: a read-only mount does not stop connect(), and in a user
+# namespace a program keeps the user's groups (docker, ...). Sockets under /tmp are private anyway.
+HIDDEN_DEVICES = ("/dev/nvidia*", "/dev/nvidia-caps", "/dev/kfd", "/dev/dri",
+                  "/run/docker.sock", "/var/run/docker.sock", "/run/containerd", "/run/podman", "/run/dbus",
+                  "/run/user", "/run/snapd.socket", "/run/snapd-snap.socket", "/run/systemd/private")
 
 try:
     libc = ctypes.CDLL(None, use_errno=True)
