@@ -10,7 +10,7 @@
   --mode dpo   {prompt, chosen, rejected}: the best and the worst program of problems whose rewards differ.
   --mode sft   {prompt, completion}: every program scoring at least --completion_accept_threshold_sft.
   --mode orm   {prompt, answer, reward}: every program with its final reward (an outcome reward model's data).
---method MCTS (reads generate/MCTS/<Domain>/<slug>/time_..._thought_no.jsonl): value data
+--method MCTS (reads generate/MCTS/<Domain>/<slug>/time_..._thought_<no|yes>.jsonl): value data
   {prompt, answer, reward}: every scored program, and every expanded state with its value.
 Writes per domain next to the input, and with --do_aggregate the concatenation under
 generate/{Common|MCTS}/All/<slug>/; each with <output>.args.json.
@@ -58,7 +58,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--do_aggregate", action="store_true", help="also write the concatenation under All/")
     parser.add_argument("--seed", type=int, default=0, help="seed of the prefix draws")
     mcts = add_search_args(parser, "MCTS file selectors (must match the sample_mcts run)")
-    mcts.add_argument("--use_thought", action="store_true")
+    mcts.add_argument("--use_thought", action="store_true",
+                      help="read the thought_yes trace of a `sample_mcts --use_thought` run (thoughts add no rows)")
     mcts.add_argument("--value_targets", default="tree", choices=("tree", "mc"),
                       help="tree: expanded states with their tree values; mc: line prefixes with their "
                            "Monte-Carlo values (a `sample_mcts --value_targets mc` trace)")
