@@ -39,6 +39,12 @@ from experiment import paths
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DOMAIN = "TinyCode"
 RL_FILE, EVAL_FILE = "rl.jsonl", "eval.jsonl"
+# Which ready step starts first when a lane frees (the others keep their order): the chain to the rankers
+# and the ReST rounds early, because the largest block of work (decoding at three budgets) waits on the
+# rankers and ReST-RL on round 2.
+PRIORITY = ["problems", "sample_base", "data_naive", "data_rest", "data_orm", "data_sft", "data_dpo", "rest_round1",
+            "mcts_traces", "data_value", "train_orm", "train_vm", "sample_round1", "data_rest_round2", "rest_round2",
+            "naive_grpo"]
 
 
 @dataclass
@@ -322,16 +328,18 @@ def main(argv=None) -> int:
     train_names = {label: label for label in policies if label != "base"}
     evaluation_steps, results = protocol.evaluation_steps(policies, models, train_names)
     curve_steps, curves = protocol.curve_steps(policies)
-    # long trainings first, so that the short stages fill the other lane around them
-    run.run(prepare(config, run) + policy_steps + ranker_steps + evaluation_steps + curve_steps)
+    steps = prepare(config, run) + policy_steps + ranker_steps + evaluation_steps + curve_steps
+    run.run(sorted(steps, key=lambda step: PRIORITY.index(step.name) if step.name in PRIORITY else len(PRIORITY)))
     from experiment.reproduce_table import write_outputs
 
-    write_outputs(args.work, config, policies, models, results, curves, stage_time(args.work, run), run.seconds)
+    write_outputs(args.work, config, policies, models, results, curves, lambda: stage_time(args.work, run),
+                  run.seconds)
     return 0
 
 
 def stage_time(work: str, run: Runner) -> float:
-    """Seconds the stages took over every invocation that did work (a resumed run adds its own)."""
+    """Seconds the stages and the table took, over every invocation that ran a stage (a resumed run adds
+    its own time; one that only rebuilds the table adds nothing)."""
     path = os.path.join(work, "timing.json")
     runs = json.load(open(path, encoding="utf-8"))["runs"] if os.path.exists(path) else []
     if run.seconds or not runs:  # an invocation that only rebuilt the table adds nothing

@@ -190,7 +190,8 @@ def markdown(rows: dict, compared: dict, aucs: dict, zero_std: dict, figures: di
 
 
 def write_outputs(work: str, config: dict, policies: dict, models: dict, results: dict, curves: dict,
-                  elapsed: float, seconds: dict) -> dict:
+                  elapsed, seconds: dict) -> dict:
+    """Everything the table needs, then the files; `elapsed` (seconds, or a function giving them) is read last."""
     seed = config["seed"]
     rows = {label: summary(work, path) for label, path in results.items()}
     decoding = config["decoding"]
@@ -201,7 +202,8 @@ def write_outputs(work: str, config: dict, policies: dict, models: dict, results
                                                                 seed)
     aucs = ranker_aucs(work, models, results["base"])
     curve = curve_points(work, config, results, curves)
-    figures = {"elapsed_s": round(elapsed, 1), "comparisons": compared, "rows": rows, "ranker_auc": aucs,
+    seconds_so_far = elapsed() if callable(elapsed) else elapsed
+    figures = {"elapsed_s": round(seconds_so_far, 1), "comparisons": compared, "rows": rows, "ranker_auc": aucs,
                "efficiency_curve": curve, "zero_std_per_step": zero_std,
                "training": {label: training_curves(work, policies[label]) for label in zero_std},
                "step_seconds": seconds, "config": config}
