@@ -441,10 +441,12 @@ def _loopback_up():
 
 
 def _interpreter_paths():
-    """Directories a program needs to read: the interpreter, its standard library, site-packages."""
+    """Directories a program needs to read: the interpreter, its standard library, site-packages,
+    each by its real path and by the path it is known by (a venv reached through a symlink)."""
     paths = [sys.prefix, sys.base_prefix, sys.exec_prefix, os.path.dirname(sys.executable)]
-    paths += [p for p in sys.path if p]
-    return sorted({os.path.realpath(p) for p in paths if os.path.isdir(p)})
+    here = os.path.dirname(os.path.abspath(__file__))  # the worker's own directory: not for programs
+    paths += [p for p in sys.path if p and os.path.abspath(p) != here]
+    return sorted({form(p) for p in paths if os.path.isdir(p) for form in (os.path.abspath, os.path.realpath)})
 
 
 def _blocking_ancestor(path):

@@ -394,10 +394,13 @@ def test_a_venv_under_tmp_is_usable(tmp_path_factory):
         subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(base / "venv")], check=True)
         site = next((base / "venv" / "lib").glob("python3*/site-packages"))
         (site / "restrl_venv_probe.py").write_text("VALUE = 42\n")
-        with Sandbox(workers=1, exec_python=str(base / "venv" / "bin" / "python")) as pool:
-            result, = pool.run([Job("import restrl_venv_probe", tests=["assert restrl_venv_probe.VALUE == 42"])])
-            isolation = pool.worker_isolation()[0]
-        assert result.status == "passed", (result.error, isolation)
+        (base / "checkout").mkdir()
+        (base / "checkout" / ".venv").symlink_to(base / "venv")  # a clone whose .venv is a link
+        for python in (base / "venv" / "bin" / "python", base / "checkout" / ".venv" / "bin" / "python"):
+            with Sandbox(workers=1, exec_python=str(python)) as pool:
+                result, = pool.run([Job("import restrl_venv_probe", tests=["assert restrl_venv_probe.VALUE == 42"])])
+                isolation = pool.worker_isolation()[0]
+            assert result.status == "passed", (python, result.error, isolation)
     finally:
         import shutil
         shutil.rmtree(base, ignore_errors=True)
