@@ -441,11 +441,12 @@ def _remove_stale_shared_dirs(base: str, grace_seconds: float = 60.0) -> list[st
 def missing_protection(isolation: dict, no_privileges: bool = False) -> str | None:
     """One line naming what a worker's isolation report lacks, or None when it is contained."""
     if isolation.get("root") or isolation.get("user_namespace") is True:
-        if isolation.get("read_only") is False:
+        if isolation.get("read_only") is not True:
             return ("sandbox: the filesystem could not be made read-only for programs: they can write "
                     "wherever this user can")
         return None
-    why = "--no_privileges" if no_privileges else isolation.get("user_namespace", "not available")
+    why = "no_privileges=True" if no_privileges else str(isolation.get("user_namespace", "not tried"))
+    why = why.removeprefix("unavailable: ")
     return ("sandbox: user namespaces unavailable (%s): programs run as this user, unconfined: they can write "
             "wherever it can, reach the network and signal its processes (README, 'The sandbox' says how to "
             "enable them)" % why)

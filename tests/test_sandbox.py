@@ -482,6 +482,16 @@ def test_workers_default_to_the_cpus_this_process_may_use(tmp_path):
             os.sched_setaffinity(0, mask)
 
 
+def test_what_protection_is_missing():
+    from evaluation.execution import missing_protection
+
+    assert missing_protection({"root": True, "read_only": True}) is None
+    assert missing_protection({"root": False, "user_namespace": True, "read_only": True}) is None
+    assert "read-only" in missing_protection({"root": False, "user_namespace": True})  # mounts failed
+    line = missing_protection({"root": False, "user_namespace": "unavailable: unshare(CLONE_NEWUSER) failed"})
+    assert "user namespaces unavailable (unshare(CLONE_NEWUSER) failed)" in line and "README" in line
+
+
 def test_missing_protection_is_one_warning_line(caplog):
     from evaluation import execution
 
