@@ -179,6 +179,9 @@ class Sandbox:
         """Each worker's report of its isolation: root, uid, network, private_tmp (waits until all
         have started)."""
         self.run([Job("pass", tests=["pass"], guard="none") for _ in range(self.workers)])
+        deadline = time.monotonic() + 60
+        while not all(worker.ready for worker in self._workers) and time.monotonic() < deadline:
+            time.sleep(0.005)  # the first jobs may all have gone to the workers that were ready first
         return [dict(worker.isolation) for worker in self._workers]
 
     def worker_pids(self) -> list[int]:

@@ -62,7 +62,7 @@ def batch(tmp_path_factory):
     port = listener.getsockname()[1]
     sandbox = Sandbox(workers=2)
     isolation = sandbox.worker_isolation()
-    contained = _contained(isolation[0])
+    contained = all(_contained(report) for report in isolation)
     jobs = {
         "good_1": GOOD,
         "infinite_loop": hostile("while True:\n    pass\n", timeout=1.5),
