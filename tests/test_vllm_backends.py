@@ -85,6 +85,26 @@ class TestEngine:
         assert texts(alone)[0] == texts(first)[1]
 
 
+def test_chat_template_bos_is_not_doubled(tmp_path):
+    """A tokenizer that adds a BOS and a chat template that writes one (Llama-3's way): vLLM encodes
+    string prompts with special tokens, the backend drops the template's BOS text first, so the engine
+    sees the ids the hf engine sees (one BOS)."""
+    from models.tiny import build_model
+    from tests.test_gpu_node import bos_tokenizer
+
+    tokenizer = bos_tokenizer()
+    build_model(tokenizer, hidden_size=256, layers=2).save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    prompt = tokenizer.apply_chat_template([{"role": "user", "content": "Add one."}], tokenize=False,
+                                           add_generation_prompt=True)
+    backend = build_backend(str(tmp_path), engine="vllm", enforce_eager=True, max_model_len=256)
+    try:
+        [output] = backend.generate([prompt], n=1, temperature=0.0, max_tokens=2, seed=0)
+        assert output.prompt_tokens == len(tokenizer(prompt, add_special_tokens=False)["input_ids"])
+    finally:
+        del backend.llm
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
