@@ -316,6 +316,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", default=os.path.join(REPO, "config", "reproduce.json"), help="settings")
     parser.add_argument("--work", default=os.path.join("output", "reproduce"), help="working directory of the stages")
+    parser.add_argument("--table_only", action="store_true",
+                        help="run no stage: build the table from what has finished (rows not finished are listed)")
     args = parser.parse_args(argv)
     with open(args.config, encoding="utf-8") as handle:
         config = json.load(handle)
@@ -329,22 +331,25 @@ def main(argv=None) -> int:
     evaluation_steps, results = protocol.evaluation_steps(policies, models, train_names)
     curve_steps, curves = protocol.curve_steps(policies)
     steps = prepare(config, run) + policy_steps + ranker_steps + evaluation_steps + curve_steps
-    run.run(sorted(steps, key=lambda step: PRIORITY.index(step.name) if step.name in PRIORITY else len(PRIORITY)))
+    if not args.table_only:
+        run.run(sorted(steps, key=lambda step: PRIORITY.index(step.name) if step.name in PRIORITY else len(PRIORITY)))
     from experiment.reproduce_table import write_outputs
 
-    write_outputs(args.work, config, policies, models, results, curves, lambda: stage_time(args.work, run),
-                  run.seconds)
+    def elapsed() -> float:
+        return stage_time(args.work, run, record=not args.table_only)
+
+    write_outputs(args.work, config, policies, models, results, curves, elapsed, run.seconds)
     return 0
 
 
-def stage_time(work: str, run: Runner) -> float:
+def stage_time(work: str, run: Runner, record: bool = True) -> float:
     """Seconds the stages and the table took, over every invocation that ran a stage (a resumed run adds
     its own time; one that only rebuilds the table adds nothing)."""
     path = os.path.join(work, "timing.json")
     runs = json.load(open(path, encoding="utf-8"))["runs"] if os.path.exists(path) else []
-    if run.seconds or not runs:  # an invocation that only rebuilt the table adds nothing
+    if record and (run.seconds or not runs):  # an invocation that only rebuilt the table adds nothing
         runs.append({"elapsed_s": round(run.elapsed(), 1), "steps_run": len(run.seconds)})
-    write_json(path, {"runs": runs})
+        write_json(path, {"runs": runs})
     return sum(entry["elapsed_s"] for entry in runs)
 
 

@@ -146,7 +146,8 @@ def plots(work: str, config: dict, rows: dict, curves: dict, zero_std: dict) -> 
             axis.errorbar([x for x, _ in points], [row["strict_acc"] for _, row in points], marker="o", capsize=3,
                           label=name, yerr=[[row["strict_acc"] - row["strict_acc_ci95"][0] for _, row in points],
                                             [row["strict_acc_ci95"][1] - row["strict_acc"] for _, row in points]])
-    axis.axhline(rows["base"]["strict_acc"], color="grey", linestyle=":", label="base policy, one sample")
+    if "base" in rows:
+        axis.axhline(rows["base"]["strict_acc"], color="grey", linestyle=":", label="base policy, one sample")
     axis.set(title="TinyCode: accuracy at a budget", xlabel="policy samples per problem", ylabel="pass@1")
     axis.legend(fontsize=7)
     figure.tight_layout()
@@ -189,25 +190,39 @@ def markdown(rows: dict, compared: dict, aucs: dict, zero_std: dict, figures: di
     return "\n".join(lines)
 
 
+def finished(work: str, path: str) -> bool:
+    return os.path.exists(os.path.join(work, path))
+
+
 def write_outputs(work: str, config: dict, policies: dict, models: dict, results: dict, curves: dict,
                   elapsed, seconds: dict) -> dict:
-    """Everything the table needs, then the files; `elapsed` (seconds, or a function giving them) is read last."""
+    """Everything the table needs, then the files; `elapsed` (seconds, or a function giving them) is read last.
+    Rows whose stage has not finished (`--table_only` on an interrupted run) are left out and listed as missing."""
     seed = config["seed"]
+    missing = sorted(label for label, path in results.items() if not finished(work, path))
+    results = {label: path for label, path in results.items() if finished(work, path)}
     rows = {label: summary(work, path) for label, path in results.items()}
     decoding = config["decoding"]
     compared = comparisons(work, results, comparison_specs(decoding["budgets"], decoding["rest_rl_budget"]), seed)
     zero_std = {label: zero_std_history(work, policies[label]) for label in ("naive_grpo", "naive_dapo",
-                                                                           "rest_round1", "rest_round2")}
-    compared["zero_std_naive_minus_rest"] = zero_std_comparison(zero_std["naive_grpo"], zero_std["rest_round1"],
-                                                                seed)
-    aucs = ranker_aucs(work, models, results["base"])
-    curve = curve_points(work, config, results, curves)
+                                                                           "rest_round1", "rest_round2")
+                if finished(work, os.path.join(policies[label], "trainer_state.json"))}
+    if "naive_grpo" in zero_std and "rest_round1" in zero_std:
+        compared["zero_std_naive_minus_rest"] = zero_std_comparison(zero_std["naive_grpo"], zero_std["rest_round1"],
+                                                                    seed)
+    ready = {label: path for label, path in models.items() if finished(work, os.path.join(path, "best"))}
+    aucs = ranker_aucs(work, ready, results["base"]) if "base" in results else {}
+    curves = {label: {step: path for step, path in points.items() if finished(work, path)}
+              for label, points in curves.items() if label in results}
+    curve = curve_points(work, config, results, curves) if "base" in results else {}
     seconds_so_far = elapsed() if callable(elapsed) else elapsed
     figures = {"elapsed_s": round(seconds_so_far, 1), "comparisons": compared, "rows": rows, "ranker_auc": aucs,
                "efficiency_curve": curve, "zero_std_per_step": zero_std,
                "training": {label: training_curves(work, policies[label]) for label in zero_std},
-               "step_seconds": seconds, "config": config}
+               "step_seconds": seconds, "missing": missing, "config": config}
     text = markdown(rows, compared, aucs, zero_std, figures)
+    if missing:
+        text += "\nNot finished, left out: " + ", ".join(missing) + "."
     with open(os.path.join(work, "table.md"), "w", encoding="utf-8") as handle:
         handle.write(text + "\n")
     write_json(os.path.join(work, "table.json"), figures)
