@@ -86,8 +86,8 @@ def test_left_truncation_drops_the_problem_text_first(lm_dir, tmp_path):
 def test_load_value_model_errors(lm_dir, tmp_path):
     with pytest.raises(FileNotFoundError, match="value model not found"):
         load_value_model(str(tmp_path / "missing"), "transformers_scalar")
-    with pytest.raises(ValueError, match="unknown rm_class 'intern'"):
-        load_value_model(str(lm_dir), "intern")
+    with pytest.raises(ValueError, match="unknown rm_class 'no_such_class'"):
+        load_value_model(str(lm_dir), "no_such_class")
     with pytest.raises(ValueError, match="unknown rm_class None"):
         load_value_model(str(lm_dir))
     with pytest.raises(FileNotFoundError, match="not a standard_scalar value model"):
