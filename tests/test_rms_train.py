@@ -128,7 +128,7 @@ def initial_eval_mse(lm, rm_class, eval_rows) -> float:
 @pytest.mark.parametrize("rm_class, extra", [
     ("transformers_scalar", ["--deepspeed_config", "none", "--max_steps", "12", "--save_steps", "4"]),
     ("transformers_prob", ["--deepspeed_config", "none", "--max_steps", "24", "--save_steps", "0.5"]),
-    ("standard_scalar", ["--epochs", "2"]),
+    ("standard_scalar", ["--epochs", "4"]),
 ])
 def test_training_lowers_the_held_out_error_and_saves_best(tiny, tmp_path, rm_class, extra):
     lm, data, _ = tiny
