@@ -241,6 +241,20 @@ def open_shared(shared_fd, shared_dir, path, flags, mode=0o600):
 _clean_mtimes = {}
 
 
+def remove_path(path, onerror=None):
+    """Remove a file, link or directory tree; what is gone already or cannot be removed is left (onerror,
+    when given, is shutil.rmtree's hook for a tree that resists)."""
+    if os.path.isdir(path) and not os.path.islink(path):
+        import shutil  # only once a program left a directory: the worker keeps its imports few
+
+        shutil.rmtree(path, ignore_errors=onerror is None, onerror=onerror)
+    else:
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+
+
 def empty_private_dirs(reserved):
     """Remove what the last program left in the private tmp dirs (all but `reserved` entries).
     One stat when nothing is left: a tmpfs directory's size grows with each entry, and a program
@@ -257,15 +271,7 @@ def empty_private_dirs(reserved):
         for name in names:
             if name in keep:
                 continue
-            path = os.path.join(directory, name)
-            if os.path.isdir(path) and not os.path.islink(path):
-                import shutil
-                shutil.rmtree(path, ignore_errors=True)
-            else:
-                try:
-                    os.unlink(path)
-                except OSError:
-                    pass
+            remove_path(os.path.join(directory, name))
         try:
             info = os.stat(directory)
             _clean_mtimes[directory] = (info.st_mtime_ns, info.st_size)

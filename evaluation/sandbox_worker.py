@@ -409,14 +409,7 @@ class Worker:
         except FileNotFoundError:
             pass
         except OSError:
-            if os.path.isdir(path) and not os.path.islink(path):
-                import shutil
-                shutil.rmtree(path, onerror=_force_remove)
-            else:
-                try:
-                    os.unlink(path)
-                except OSError:
-                    pass
+            contain.remove_path(path, onerror=_force_remove)
 
 
 def _loopback_up():
