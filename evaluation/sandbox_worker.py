@@ -525,11 +525,7 @@ def _fresh_dir(path):
     try:
         os.mkdir(path, 0o700)
     except FileExistsError:
-        if os.path.isdir(path) and not os.path.islink(path):
-            import shutil
-            shutil.rmtree(path, onerror=_force_remove)
-        else:
-            os.unlink(path)
+        contain.remove_path(path, onerror=_force_remove)
         os.mkdir(path, 0o700)
 
 

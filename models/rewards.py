@@ -27,6 +27,7 @@ from typing import Sequence
 from data.jsonl import JsonlAppender
 from data.records import STATUSES, Problem, problem_from_record
 from data.registry import get_benchmark
+from evaluation.env_check import interpreter_for
 from evaluation.execution import Sandbox
 from evaluation.verifier import verify
 
@@ -106,7 +107,7 @@ class CodeReward:
         return self.sandbox_for(None)
 
     def sandbox_for(self, domain: str | None) -> Sandbox:
-        interpreter = self.exec_python.get(domain) if isinstance(self.exec_python, dict) else self.exec_python
+        interpreter = interpreter_for(self.exec_python, domain)
         with self._lock:
             if interpreter not in self._sandboxes:
                 self._sandboxes[interpreter] = Sandbox(workers=self.workers, exec_python=interpreter)

@@ -12,6 +12,7 @@ import os
 from typing import Any, Sequence
 
 from data.jsonl import DataError, read_jsonl, write_json
+from models.gpu_plan import visible_gpus
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +61,7 @@ def split_namespace(config_class: type, namespace: argparse.Namespace):
         if accelerator_config and "accelerator_config" in names:
             config_values["accelerator_config"] = {**(config_values.get("accelerator_config") or {}),
                                                    **accelerator_config}
-    elif int(os.environ.get("WORLD_SIZE", "1")) > 1 and not cuda_visible():
+    elif int(os.environ.get("WORLD_SIZE", "1")) > 1 and not visible_gpus() > 0:
         # several processes on CPU (`accelerate launch --multi_gpu`, torchrun): without use_cpu accelerate finds
         # no backend and counts one process; with it, gloo and every process
         config_values["use_cpu"] = True
@@ -89,12 +90,6 @@ def model_init_kwargs(config_values: dict) -> dict:
     return kwargs
 
 
-def cuda_visible() -> bool:
-    import torch
-
-    return torch.cuda.device_count() > 0  # NVML: no CUDA initialisation here
-
-
 def configure_cpu_deepspeed(deepspeed) -> dict | None:
     """The `accelerator_config` that makes a multi-process DeepSpeed run on CPU count its processes.
 
@@ -104,7 +99,7 @@ def configure_cpu_deepspeed(deepspeed) -> dict | None:
     "train_batch_size is not equal to micro_batch_per_gpu * gradient_acc_step * world_size 4 != 4 * 1 * 2".
     With a GPU accelerate picks nccl and counts every process (8 on an 8-GPU node), so nothing is done
     there. Here the state is set up with gloo first and the Trainer told to use it."""
-    if not deepspeed or cuda_visible() or int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+    if not deepspeed or visible_gpus() > 0 or int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return None
     from accelerate import PartialState
 

@@ -310,9 +310,7 @@ class QwenPRM(ValueModel):
         for question, state in zip(questions, states):
             steps = [line for line in state.split("\n") if line.strip()] or [""]
             answer = "".join(step + PRM_STEP_TOKEN for step in steps)
-            texts.append(self.tokenizer.apply_chat_template([{"role": "user", "content": question},
-                                                             {"role": "assistant", "content": answer}],
-                                                            tokenize=False))
+            texts.append(self.tokenizer.apply_chat_template(conversation(question, answer), tokenize=False))
         batch = self._encode(texts, add_special_tokens=False)
         output = self.model(**batch)
         logits = (output.logits if hasattr(output, "logits") else output[0]).float()
