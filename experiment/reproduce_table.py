@@ -8,7 +8,7 @@ import os
 from dataclasses import asdict
 
 from data.jsonl import read_jsonl, write_json
-from evaluation.compare import compare_files, paired_bootstrap, problem_scores
+from evaluation.compare import compare_files, paired_bootstrap, problem_scores, verified_path
 from evaluation.metrics import STRICT_THRESHOLD, auc
 
 POLICY_ROWS = {"base": "Base policy", "naive_grpo": "Naive GRPO", "naive_dapo": "Naive GRPO, DAPO loss",
@@ -37,14 +37,8 @@ def summary(work: str, path: str) -> dict:
                                              "samples_per_problem", "tokens_per_problem")}
 
 
-def zero_std_history(work: str, policy_dir: str) -> list[float]:
-    """TRL's logged fraction of GRPO groups whose rewards all agree, one value per training step."""
-    with open(os.path.join(work, policy_dir, "trainer_state.json"), encoding="utf-8") as handle:
-        history = json.load(handle)["log_history"]
-    return [entry["frac_reward_zero_std"] for entry in history if "frac_reward_zero_std" in entry]
-
-
 def training_curves(work: str, policy_dir: str) -> dict[str, list[float]]:
+    """TRL's per-step logs of a GRPO run (frac_reward_zero_std: the share of groups whose rewards all agree)."""
     with open(os.path.join(work, policy_dir, "trainer_state.json"), encoding="utf-8") as handle:
         history = json.load(handle)["log_history"]
     keys = ("reward", "reward_std", "kl", "frac_reward_zero_std", "completions/mean_length")
@@ -59,7 +53,7 @@ def ranker_aucs(work: str, models: dict[str, str], base_results: str) -> dict[st
     from rms.value_models import load_value_model
 
     completions_path = base_results[: -len("_results.jsonl")] + "_completions.jsonl"
-    verified = {str(record["id"]): record for _, record in read_jsonl(os.path.join(work, verified_of(base_results)))}
+    verified = {str(record["id"]): record for _, record in read_jsonl(os.path.join(work, verified_path(base_results)))}
     problems = {problem.id: problem for problem in get_benchmark("TinyCode").load(
         os.path.join(work, "data", "TinyCode"), "eval.jsonl")}
     answers = [record for _, record in read_jsonl(os.path.join(work, completions_path)) if record["completions"]]
@@ -82,10 +76,6 @@ def ranker_aucs(work: str, models: dict[str, str], base_results: str) -> dict[st
         out[label] = {"auc": auc(scores, labels), "auc_within_problem": sum(within) / len(within) if within else None,
                       "n_programs": len(scores), "n_problems_both_classes": len(within)}
     return out
-
-
-def verified_of(results: str) -> str:
-    return results[: -len("_results.jsonl")] + "_verified.jsonl"
 
 
 def comparisons(work: str, results: dict[str, str], specs: dict, seed: int) -> dict[str, dict]:
@@ -204,9 +194,10 @@ def write_outputs(work: str, config: dict, policies: dict, models: dict, results
     rows = {label: summary(work, path) for label, path in results.items()}
     decoding = config["decoding"]
     compared = comparisons(work, results, comparison_specs(decoding["budgets"], decoding["rest_rl_budget"]), seed)
-    zero_std = {label: zero_std_history(work, policies[label]) for label in ("naive_grpo", "naive_dapo",
-                                                                           "rest_round1", "rest_round2")
+    training = {label: training_curves(work, policies[label]) for label in ("naive_grpo", "naive_dapo",
+                                                                          "rest_round1", "rest_round2")
                 if finished(work, os.path.join(policies[label], "trainer_state.json"))}
+    zero_std = {label: logs["frac_reward_zero_std"] for label, logs in training.items()}
     if "naive_grpo" in zero_std and "rest_round1" in zero_std:
         compared["zero_std_naive_minus_rest"] = zero_std_comparison(zero_std["naive_grpo"], zero_std["rest_round1"],
                                                                     seed)
@@ -218,7 +209,7 @@ def write_outputs(work: str, config: dict, policies: dict, models: dict, results
     seconds_so_far = elapsed() if callable(elapsed) else elapsed
     figures = {"elapsed_s": round(seconds_so_far, 1), "comparisons": compared, "rows": rows, "ranker_auc": aucs,
                "efficiency_curve": curve, "zero_std_per_step": zero_std,
-               "training": {label: training_curves(work, policies[label]) for label in zero_std},
+               "training": training,
                "step_seconds": seconds, "missing": missing, "config": config}
     text = markdown(rows, compared, aucs, zero_std, figures)
     if missing:
