@@ -6,7 +6,8 @@ and rms/ckpts/ live there; the tiny policy is linked in from models/ckpts/tiny-c
   problems  TinyCode's test distribution (held-out block pairs, four-step tasks), split by template into an
             RL pool and an evaluation pool that share no composition; the tiny policy was fine-tuned on
             neither (its train split is the other distribution)
-  policies  sample the base policy on the RL pool -> naive (`basic`), ReST-GRPO, SFT, DPO and outcome data ->
+  policies  sample the base policy on the RL pool -> naive (`basic`), ReST-GRPO, SFT, DPO and outcome data
+            (and fresh groups of the base policy on every naive and ReST prompt: their zero-std shares) ->
             GRPO on naive data (the GRPO loss and, as its own arm, the DAPO loss), ReST-GRPO round 1, a second
             ReST round sampled with the round-1 policy, ReST-EM (SFT) and ReST-DPO baselines
   rankers   MCTS traces on the RL pool -> value data -> the value model (VM); outcome data -> the ORM
@@ -188,6 +189,21 @@ class Protocol:
             "--max_completion_length", self.M, "--max_prompt_length", "512", "--report_to", "none",
             "--logging_steps", "1", "--seed", self.seed], after, done=os.path.join(save_dir, "trainer_state.json"))
 
+    def zero_std_output(self) -> str:
+        return os.path.join(paths.common_dir(DOMAIN, self.policy), "zero_std_naive_rest.jsonl")
+
+    def zero_std_step(self) -> Step:
+        """Fresh groups of the base policy on every prompt of the naive and the round-1 ReST data (Fig. x2)."""
+        directory = paths.common_dir(DOMAIN, self.policy)
+        settings = self.config["zero_std"]
+        return Step("zero_std", "zero-std groups of the naive and the ReST data, on fresh samples", [
+            "python", "-m", "experiment.zero_std", "--backend", self.policy, "--n",
+            str(self.config["grpo"]["num_generations"]), "--groups", str(settings["groups"]), "--temperature", self.T,
+            "--max_tokens", self.M, "--seed", self.seed,
+            "--data", "naive=" + os.path.join(directory, self.grpo_data(self.policy, "naive")),
+            "--data", "rest=" + os.path.join(directory, self.grpo_data(self.policy, "rest")),
+            "--output", self.zero_std_output()], ("data_naive", "data_rest"))
+
     def baseline(self, name: str, mode: str, data_name: str, after: tuple) -> Step:
         save_dir = os.path.join("models", "ckpts", mode, name)
         data = os.path.join(paths.common_dir(DOMAIN, self.policy), data_name)
@@ -206,7 +222,8 @@ class Protocol:
                  self.process("data_rest", base, "grpo", rest, self.grpo_data(base, "rest"), ("sample_base",)),
                  self.process("data_orm", base, "orm", [], paths.orm_data_name(t, m), ("sample_base",)),
                  self.process("data_sft", base, "sft", [], paths.sft_data_name(t, m), ("sample_base",)),
-                 self.process("data_dpo", base, "dpo", [], paths.dpo_data_name(t, m), ("sample_base",))]
+                 self.process("data_dpo", base, "dpo", [], paths.dpo_data_name(t, m), ("sample_base",)),
+                 self.zero_std_step()]
         grpo_loss, dapo_loss = config["grpo_loss"], config["dapo_loss"]
         steps += [self.grpo("rest_round1", base, self.grpo_data(base, "rest"), base, grpo_loss, ("data_rest",)),
                   self.grpo("naive_grpo", base, self.grpo_data(base, "naive"), base, grpo_loss, ("data_naive",)),
@@ -338,7 +355,8 @@ def main(argv=None) -> int:
     def elapsed() -> float:
         return stage_time(args.work, run, record=not args.table_only)
 
-    write_outputs(args.work, config, policies, models, results, curves, elapsed, run.seconds)
+    write_outputs(args.work, config, policies, models, results, curves, elapsed, run.seconds,
+                  zero_std_path=protocol.zero_std_output())
     return 0
 
 

@@ -87,6 +87,19 @@ def comparisons(work: str, results: dict[str, str], specs: dict, seed: int) -> d
     return out
 
 
+def zero_std_data(path: str, seed: int) -> dict:
+    """experiment.zero_std's shares of the naive and the ReST data, and two paired comparisons over problems: all
+    prompts (the claim), and the problems' own prompts only (what the std filter does, without prefixes)."""
+    from experiment.zero_std import summary
+
+    everything = summary(path, ["naive", "rest"], seed)
+    own = summary(path, ["naive", "rest"], seed, max_prefix_lines=0)
+    comparisons = {"zero_std_naive_minus_rest": {**everything["difference"], "a": "naive data", "b": "ReST data"},
+                   "zero_std_naive_minus_rest_problem_prompts": {**own["difference"], "a": "naive data",
+                                                                 "b": "ReST data, problem prompts only"}}
+    return {"shares": everything["shares"], "comparisons": comparisons}
+
+
 def zero_std_comparison(naive: list[float], rest: list[float], seed: int) -> dict:
     """Naive minus ReST, paired by training step (both runs take the same number of steps and groups)."""
     steps = min(len(naive), len(rest))
@@ -153,7 +166,7 @@ def plots(work: str, config: dict, rows: dict, curves: dict, zero_std: dict) -> 
     plt.close(figure)
 
 
-def markdown(rows: dict, compared: dict, aucs: dict, zero_std: dict, figures: dict) -> str:
+def markdown(rows: dict, compared: dict, aucs: dict, zero_std: dict, figures: dict, data_zero_std: dict | None) -> str:
     lines = ["| row | pass@1 | 95% interval | avg test pass rate | samples / problem | tokens / problem |",
              "|---|---|---|---|---|---|"]
     names = {**POLICY_ROWS, **{f"{key}@{b}": f"{name} @ {b}" for key, name in DECODER_ROWS.items()
@@ -173,6 +186,13 @@ def markdown(rows: dict, compared: dict, aucs: dict, zero_std: dict, figures: di
     for label, value in aucs.items():
         lines.append(f"| {label.upper()} | {fmt(value['auc'])} | {fmt(value['auc_within_problem'])} | "
                      f"{value['n_programs']} |")
+    if data_zero_std:
+        shares = data_zero_std["shares"]
+        lines += ["", "Zero-std groups on fresh base-policy samples of each data set's prompts: naive "
+                  f"{shares['naive']['zero_std']:.3f} ({shares['naive']['groups']} groups), ReST "
+                  f"{shares['rest']['zero_std']:.3f} ({shares['rest']['groups']}); ReST by lines of the best program "
+                  "in the prompt: " + ", ".join(f"{lines_}: {value['zero_std']:.2f} ({value['groups']})" for lines_, value
+                                                in shares["rest"]["by_prefix_lines"].items())]
     lines += ["", "Zero-std GRPO groups (mean over steps): " + ", ".join(
         f"{POLICY_ROWS[label]} {sum(history) / len(history):.3f}" for label, history in zero_std.items() if history),
         f"Stages: {figures['elapsed_s'] / 60:.1f} minutes on this machine (the tiny policy's training and "
@@ -185,7 +205,7 @@ def finished(work: str, path: str) -> bool:
 
 
 def write_outputs(work: str, config: dict, policies: dict, models: dict, results: dict, curves: dict,
-                  elapsed, seconds: dict) -> dict:
+                  elapsed, seconds: dict, zero_std_path: str | None = None) -> dict:
     """Everything the table needs, then the files; `elapsed` (seconds, or a function giving them) is read last.
     Rows whose stage has not finished (`--table_only` on an interrupted run) are left out and listed as missing."""
     seed = config["seed"]
@@ -198,9 +218,13 @@ def write_outputs(work: str, config: dict, policies: dict, models: dict, results
                                                                           "rest_round1", "rest_round2")
                 if finished(work, os.path.join(policies[label], "trainer_state.json"))}
     zero_std = {label: logs["frac_reward_zero_std"] for label, logs in training.items()}
+    data_zero_std = None
+    if zero_std_path and finished(work, zero_std_path):
+        data_zero_std = zero_std_data(os.path.join(work, zero_std_path), seed)
+        compared.update(data_zero_std.pop("comparisons"))
     if "naive_grpo" in zero_std and "rest_round1" in zero_std:
-        compared["zero_std_naive_minus_rest"] = zero_std_comparison(zero_std["naive_grpo"], zero_std["rest_round1"],
-                                                                    seed)
+        compared["zero_std_training_naive_minus_rest"] = zero_std_comparison(zero_std["naive_grpo"],
+                                                                             zero_std["rest_round1"], seed)
     ready = {label: path for label, path in models.items() if finished(work, os.path.join(path, "best"))}
     aucs = ranker_aucs(work, ready, results["base"]) if "base" in results else {}
     curves = {label: {step: path for step, path in points.items() if finished(work, path)}
@@ -208,10 +232,10 @@ def write_outputs(work: str, config: dict, policies: dict, models: dict, results
     curve = curve_points(work, config, results, curves) if "base" in results else {}
     seconds_so_far = elapsed() if callable(elapsed) else elapsed
     figures = {"elapsed_s": round(seconds_so_far, 1), "comparisons": compared, "rows": rows, "ranker_auc": aucs,
-               "efficiency_curve": curve, "zero_std_per_step": zero_std,
+               "efficiency_curve": curve, "zero_std_per_step": zero_std, "zero_std_data": data_zero_std,
                "training": training,
                "step_seconds": seconds, "missing": missing, "config": config}
-    text = markdown(rows, compared, aucs, zero_std, figures)
+    text = markdown(rows, compared, aucs, zero_std, figures, data_zero_std)
     if missing:
         text += "\nNot finished, left out: " + ", ".join(missing) + "."
     with open(os.path.join(work, "table.md"), "w", encoding="utf-8") as handle:
