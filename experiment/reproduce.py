@@ -336,8 +336,7 @@ def main(argv=None) -> int:
     parser.add_argument("--table_only", action="store_true",
                         help="run no stage: build the table from what has finished (rows not finished are listed)")
     args = parser.parse_args(argv)
-    with open(args.config, encoding="utf-8") as handle:
-        config = json.load(handle)
+    config = load_config(args.config)
     os.makedirs(args.work, exist_ok=True)
     write_json(os.path.join(args.work, "reproduce.args.json"), {"config": config, "work": args.work})
     run = Runner(args.work, config["threads"], config["parallel"])
@@ -355,9 +354,29 @@ def main(argv=None) -> int:
     def elapsed() -> float:
         return stage_time(args.work, run, record=not args.table_only)
 
-    write_outputs(args.work, config, policies, models, results, curves, elapsed, run.seconds,
+    write_outputs(args.work, config, policies, models, results, curves, elapsed, lambda: step_seconds(args.work),
                   zero_std_path=protocol.zero_std_output())
     return 0
+
+
+def load_config(path: str) -> dict:
+    """A config file; one with `"base": "<file>"` (beside it) holds only what differs from that file, merged
+    into it key by key (nested settings too).
+
+    >>> merge({"a": 1, "b": {"c": 2, "d": 3}}, {"b": {"d": 4}})
+    {'a': 1, 'b': {'c': 2, 'd': 4}}
+    """
+    with open(path, encoding="utf-8") as handle:
+        config = json.load(handle)
+    base = config.pop("base", None)
+    return merge(load_config(os.path.join(os.path.dirname(path), base)), config) if base else config
+
+
+def merge(base: dict, changes: dict) -> dict:
+    out = dict(base)
+    for key, value in changes.items():
+        out[key] = merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
 
 
 def stage_time(work: str, run: Runner, record: bool = True) -> float:
@@ -366,9 +385,17 @@ def stage_time(work: str, run: Runner, record: bool = True) -> float:
     path = os.path.join(work, "timing.json")
     runs = json.load(open(path, encoding="utf-8"))["runs"] if os.path.exists(path) else []
     if record and (run.seconds or not runs):  # an invocation that only rebuilt the table adds nothing
-        runs.append({"elapsed_s": round(run.elapsed(), 1), "steps_run": len(run.seconds)})
+        runs.append({"elapsed_s": round(run.elapsed(), 1), "steps_run": len(run.seconds),
+                     "step_seconds": run.seconds})
         write_json(path, {"runs": runs})
     return sum(entry["elapsed_s"] for entry in runs)
+
+
+def step_seconds(work: str) -> dict[str, float]:
+    """Each step's seconds, from the invocation that last ran it (timing.json)."""
+    path = os.path.join(work, "timing.json")
+    runs = json.load(open(path, encoding="utf-8"))["runs"] if os.path.exists(path) else []
+    return {name: seconds for entry in runs for name, seconds in entry.get("step_seconds", {}).items()}
 
 
 if __name__ == "__main__":

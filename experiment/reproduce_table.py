@@ -179,8 +179,9 @@ def markdown(rows: dict, compared: dict, aucs: dict, zero_std: dict, figures: di
               "|---|---|---|---|---|"]
     for key, value in compared.items():
         low, high = value["ci95"]
+        unit = f" {value['unit']}s" if value.get("unit", "problem") != "problem" else ""  # what was resampled
         lines.append(f"| {key} ({value['a']} - {value['b']}) | {value['difference']:+.3f} | [{low:+.3f}, {high:+.3f}]"
-                     f" | {value['n_problems']} | {'yes' if value['resolved'] else 'no'} |")
+                     f" | {value['n_problems']}{unit} | {'yes' if value['resolved'] else 'no'} |")
     lines += ["", "| ranker | AUC, all programs | AUC within a problem (mean) | programs |", "|---|---|---|---|"]
     fmt = lambda value: "n/a" if value is None else f"{value:.3f}"  # noqa: E731
     for label, value in aucs.items():
@@ -206,7 +207,8 @@ def finished(work: str, path: str) -> bool:
 
 def write_outputs(work: str, config: dict, policies: dict, models: dict, results: dict, curves: dict,
                   elapsed, seconds: dict, zero_std_path: str | None = None) -> dict:
-    """Everything the table needs, then the files; `elapsed` (seconds, or a function giving them) is read last.
+    """Everything the table needs, then the files; `elapsed` (seconds, or a function giving them) is read last,
+    then `seconds` (each step's seconds, or a function giving them).
     Rows whose stage has not finished (`--table_only` on an interrupted run) are left out and listed as missing."""
     seed = config["seed"]
     missing = sorted(label for label, path in results.items() if not finished(work, path))
@@ -231,6 +233,7 @@ def write_outputs(work: str, config: dict, policies: dict, models: dict, results
               for label, points in curves.items() if label in results}
     curve = curve_points(work, config, results, curves) if "base" in results else {}
     seconds_so_far = elapsed() if callable(elapsed) else elapsed
+    seconds = seconds() if callable(seconds) else seconds  # read after elapsed(), which records this run's
     figures = {"elapsed_s": round(seconds_so_far, 1), "comparisons": compared, "rows": rows, "ranker_auc": aucs,
                "efficiency_curve": curve, "zero_std_per_step": zero_std, "zero_std_data": data_zero_std,
                "training": training,

@@ -52,3 +52,24 @@ def test_zero_std_difference_is_paired_by_step():
     result = zero_std_comparison(naive, rest, seed=0)
     assert result["difference"] == pytest.approx(0.25) and result["ci95"] == [0.25, 0.25]
     assert result["resolved"] and result["n_problems"] == 40 and json.dumps(result)
+
+
+def test_the_demo_config_is_the_reproduce_config_with_smaller_sizes():
+    from experiment.reproduce import REPO, load_config
+
+    full, demo = (load_config(os.path.join(REPO, "config", name)) for name in ("reproduce.json", "demo.json"))
+    assert "base" not in demo and demo.keys() == full.keys()
+    assert all(demo[key].keys() == full[key].keys() for key in full if isinstance(full[key], dict))
+    assert demo["grpo"]["lr"] == full["grpo"]["lr"] and demo["rest"] == full["rest"]
+    assert demo["rl_problems"] < full["rl_problems"] and demo["grpo"]["max_steps"] < full["grpo"]["max_steps"]
+
+
+def test_step_seconds_survive_a_table_only_rebuild(tmp_path):
+    from experiment.reproduce import stage_time, step_seconds
+
+    runner = Runner(str(tmp_path), threads=1, parallel=2)
+    runner.run([Step("a", "first", ["python", "-c", "pass"])])
+    assert stage_time(str(tmp_path), runner) > 0
+    rebuild = Runner(str(tmp_path), threads=1, parallel=2)  # --table_only: runs nothing, records nothing
+    stage_time(str(tmp_path), rebuild, record=False)
+    assert set(step_seconds(str(tmp_path))) == {"a"}
