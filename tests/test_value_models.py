@@ -94,6 +94,34 @@ def test_load_value_model_errors(lm_dir, tmp_path):
         load_value_model(str(lm_dir), "standard_scalar")
 
 
+ALL_CLASSES = ["transformers_scalar", "transformers_prob", "standard_scalar", "skywork", "qwen", "intern",
+               "generalizable", "rlhflow"]
+
+
+def test_third_party_classes_have_their_own_module_and_load_by_name(lm_dir):
+    from rms import third_party_rms, value_models
+
+    assert list(value_models.value_model_classes()) == ALL_CLASSES
+    assert list(value_models.IN_HOUSE_CLASSES) == ALL_CLASSES[:3]
+    assert {cls.__module__ for cls in third_party_rms.THIRD_PARTY_MODELS.values()} == {"rms.third_party_rms"}
+    with pytest.raises(ValueError, match="choose one of " + ", ".join(ALL_CLASSES) + "$"):
+        load_value_model(str(lm_dir), "no_such_class")
+
+
+def test_third_party_module_imports_first_in_a_fresh_interpreter():
+    """rms/third_party_rms.py builds on rms.value_models, which reaches it only when loading: either can be
+    imported first (no circular import)."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import rms.third_party_rms as third, rms.value_models as value; "
+            "print(value.value_model_classes()['qwen'] is third.QwenPRM)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0 and done.stdout.strip() == "True", done.stderr[-1000:]
+
+
 def test_recorded_class_is_used_and_checked(lm_dir, tmp_path):
     import shutil
 
