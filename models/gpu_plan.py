@@ -33,6 +33,12 @@ PLACEMENT_RULE = ("GPU placement: vLLM takes the smallest tensor-parallel size t
                   "--vllm_data_parallel_size, --vllm_gpu_memory_utilization and --rm_device override the rule.")
 
 
+def check_parallel_size(name: str, value: int) -> None:
+    """A parallel size is -1 (choose) or a positive count; `name` is how the caller's user wrote it."""
+    if value == 0 or value < -1:
+        raise ValueError(f"{name} must be -1 (choose) or >= 1, got {value}")
+
+
 def plan_parallel(gpus: int, num_heads: int, model_bytes: float, gpu_bytes: float,
                   memory_utilization: float = DEFAULT_MEMORY_UTILIZATION, tensor_parallel_size: int = -1,
                   data_parallel_size: int = -1) -> tuple[int, int]:
@@ -43,9 +49,8 @@ def plan_parallel(gpus: int, num_heads: int, model_bytes: float, gpu_bytes: floa
     >>> plan_parallel(8, 28, 15.2e9, 80e9, tensor_parallel_size=2), plan_parallel(3, 28, 15.2e9, 80e9)
     ((2, 4), (1, 3))
     """
-    for name, value in (("tensor", tensor_parallel_size), ("data", data_parallel_size)):
-        if value == 0 or value < -1:
-            raise ValueError(f"--vllm_{name}_parallel_size must be -1 (choose) or >= 1, got {value}")
+    check_parallel_size("--vllm_tensor_parallel_size", tensor_parallel_size)
+    check_parallel_size("--vllm_data_parallel_size", data_parallel_size)
     if gpus == 0:  # a CPU build of vLLM: one engine
         return 1, 1
     if tensor_parallel_size == -1:

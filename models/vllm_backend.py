@@ -30,7 +30,7 @@ import os
 from typing import Sequence
 
 from models.generation import Generation, PromptOutput, prompt_seeds
-from models.gpu_plan import visible_gpus
+from models.gpu_plan import check_parallel_size, gpu_memory_bytes, model_shape, plan_parallel, visible_gpus
 from models.prompt_tokens import adds_bos, without_added_bos
 
 logger = logging.getLogger(__name__)
@@ -44,16 +44,14 @@ def resolve_tensor_parallel_size(requested: int, gpus: int, model: str | None = 
     >>> resolve_tensor_parallel_size(-1, 8), resolve_tensor_parallel_size(4, 2), resolve_tensor_parallel_size(-1, 0)
     (8, 2, 1)
     """
-    if requested == 0 or requested < -1:
-        raise ValueError(f"tensor_parallel_size must be -1 (choose) or >= 1, got {requested}")
-    if gpus == 0:
-        return 1
-    if requested == -1 and model is not None:
-        from models.gpu_plan import gpu_memory_bytes, model_shape, plan_parallel
-
+    check_parallel_size("tensor_parallel_size", requested)  # named as this API's argument, not the flag
+    if requested == -1 and model is not None and gpus:
         heads, weight_bytes = model_shape(model)
         return plan_parallel(gpus, heads, weight_bytes, gpu_memory_bytes(), memory_utilization, -1, 1)[0]
-    return gpus if requested == -1 else min(requested, gpus)
+    # an explicit size (or all GPUs, with no model to plan for): plan_parallel caps it at the GPUs, 1 without
+    # any, and reads neither the heads nor the memory
+    size = gpus if requested == -1 else requested
+    return plan_parallel(gpus, 0, 0.0, 0.0, memory_utilization, max(size, 1), 1)[0]
 
 
 class VLLMBackend:

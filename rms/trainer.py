@@ -59,6 +59,8 @@ def value_metrics(values, labels, min_rw: float, max_rw: float, tol: float) -> d
 
 
 def free_port() -> int:
+    """A free TCP port on 127.0.0.1 for a launcher's rendezvous (DDP here, deepspeed/accelerate in
+    runs/gpu_check.py)."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]

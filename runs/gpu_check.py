@@ -61,14 +61,6 @@ def run(command: list[str], work: Path, timeout: float = 300, env: dict | None =
     return done.stdout
 
 
-def free_port() -> str:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return str(probe.getsockname()[1])
-
-
 # -- what the checks share: a tiny policy and TinyCode data ----------------------------------------------
 
 def build_policy(work: Path) -> Path:
@@ -161,13 +153,15 @@ def check_hf_generate(device: str, work: Path, policy: Path) -> str:
 
 
 def check_grpo_zero2(device: str, work: Path, policy: Path) -> str:
+    from rms.trainer import free_port
+
     need("trl", "deepspeed", "datasets", "accelerate")
     data = grpo_records(work, policy)
     config = "single_gpu.yaml" if device == "cuda" else "cpu_deepspeed.yaml"
 
     def launch(*extra: str) -> list[str]:
         return [shutil.which("accelerate") or "accelerate", "launch", "--config_file",
-                str(REPO / "config" / "accelerate" / config), "--main_process_port", free_port(),
+                str(REPO / "config" / "accelerate" / config), "--main_process_port", str(free_port()),
                 str(REPO / "models" / "train_grpo.py"), str(policy), str(work / "grpo"), str(data),
                 "--deepspeed_config", str(REPO / "config" / "zero2_config.json"), "--num_generations", "4",
                 "--batch_size_per_device", "4", "--max_completion_length", "24", "--max_prompt_length", "256",
@@ -185,10 +179,12 @@ def check_grpo_zero2(device: str, work: Path, policy: Path) -> str:
 
 
 def check_value_zero3(device: str, work: Path, policy: Path) -> str:
+    from rms.trainer import free_port
+
     need("deepspeed", "accelerate")
     data = value_rows(work)
     precision = "bf16" if device == "cuda" else "fp32"  # DeepSpeed's bf16 is for accelerators
-    output = run(["deepspeed", "--num_gpus", "1", "--master_port", free_port(), str(REPO / "rms" / "train.py"),
+    output = run(["deepspeed", "--num_gpus", "1", "--master_port", str(free_port()), str(REPO / "rms" / "train.py"),
                   str(policy), str(work / "vm"), str(data), "transformers_scalar", "--deepspeed_config",
                   "rms/config/zero3_config.json", "--precision", precision, "--max_steps", "4", "--save_steps", "2",
                   "--batch_size_per_device", "4", "--min_eval_rows", "8", "--lr", "1e-3", "--report_to", "none",

@@ -36,6 +36,34 @@ def test_qwen_7b_on_8_gpus_is_8_replicas_not_tp_8():
         plan_parallel(8, 28, 15.2e9, 80e9, tensor_parallel_size=4, data_parallel_size=4)
 
 
+def test_vllm_backend_tensor_parallel_size_is_the_planners(tmp_path, monkeypatch):
+    """VLLMBackend's tensor-parallel size comes from plan_parallel (one engine: data parallel 1); its
+    error for a bad size names the Python argument, the planner's the flag."""
+    from transformers import Qwen2Config
+
+    from models import vllm_backend
+    from models.gpu_plan import plan_parallel
+
+    resolve = vllm_backend.resolve_tensor_parallel_size
+    Qwen2Config(hidden_size=3584, intermediate_size=18944, num_hidden_layers=28, num_attention_heads=28,
+                num_key_value_heads=4, vocab_size=152064, dtype="bfloat16").save_pretrained(tmp_path)  # 7B, 28 heads
+    monkeypatch.setattr(vllm_backend, "gpu_memory_bytes", lambda: 16 * GIB)
+    assert resolve(-1, 8, str(tmp_path)) == 2 == plan_parallel(8, 28, 15.2e9, 16 * GIB)[0]  # 28 % 2 == 0
+    monkeypatch.setattr(vllm_backend, "gpu_memory_bytes", lambda: 80 * GIB)
+    assert [resolve(-1, 8, str(tmp_path)), resolve(3, 8, str(tmp_path)), resolve(16, 8, str(tmp_path))] == [1, 3, 8]
+    assert resolve(-1, 0, str(tmp_path / "missing")) == 1  # no GPUs: one engine, the config is not read
+    assert [resolve(-1, 4), resolve(2, 0)] == [4, 1]  # no model to plan for: all GPUs; no GPUs: one engine
+    with pytest.raises(ValueError) as error:
+        resolve(0, 2)
+    assert str(error.value) == "tensor_parallel_size must be -1 (choose) or >= 1, got 0"
+    with pytest.raises(ValueError) as error:
+        plan_parallel(2, 28, 15.2e9, 80e9, data_parallel_size=-3)
+    assert str(error.value) == "--vllm_data_parallel_size must be -1 (choose) or >= 1, got -3"
+    monkeypatch.setattr(vllm_backend, "gpu_memory_bytes", lambda: 4 * GIB)
+    with pytest.raises(ValueError, match="fits no tensor-parallel size of at most 2 GPUs .*; set --vllm_tensor_par"):
+        resolve(-1, 2, str(tmp_path))
+
+
 def test_replicas_of_an_8_gpu_node_with_its_reward_model(monkeypatch):
     from experiment.common import replica_groups
     from models.gpu_plan import plan_parallel, plan_placement
