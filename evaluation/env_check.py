@@ -5,7 +5,9 @@ the interpreter that domain will use (GRPO records carry no reference: their sta
 When one fails because a module is missing (a BigCodeBench task needs sklearn, the venv has none),
 every program of that domain would score 0 with no word: the stage stops instead, with one line
 naming the interpreter and the module. Other failures of a reference (a flaky network task, a slow
-machine) are logged, never fatal. `--skip_env_check` skips it all.
+machine) are logged, never fatal. `--skip_env_check` skips it all. The check runs in the sandbox the
+stage then runs its programs in (one start-up per interpreter); a sandbox that cannot run raises
+SandboxError, the stage's `error:` line and exit 1.
 
 `--exec_python` takes one interpreter for every domain, or one per domain (aggregated GRPO data
 mixes domains): `BigCodeBench=/path/python DS1000=/path/python`, or the same as a JSON object.
@@ -17,13 +19,17 @@ import logging
 import os
 import re
 import shutil
-import sys
 import uuid
-from typing import Iterable, Mapping, Sequence
+from concurrent.futures import Future
+from contextlib import ExitStack
+from typing import TYPE_CHECKING, Callable, Iterable, Mapping, Sequence
 
 from data.jsonl import DataError
 from data.records import Problem, Result
 from data.registry import get_benchmark
+
+if TYPE_CHECKING:
+    from evaluation.execution import Sandbox
 
 logger = logging.getLogger(__name__)
 
@@ -72,7 +78,8 @@ def interpreter_for(exec_python: str | Mapping[str, str] | None, domain: str) ->
 
 
 def check_interpreters(exec_python: str | Mapping[str, str] | None) -> None:
-    """DataError unless every interpreter named is executable."""
+    """DataError unless every interpreter named is executable (the one place every stage's
+    `--exec_python` is checked: sampling, MCTS, eval, verify, GRPO)."""
     paths = exec_python.values() if isinstance(exec_python, Mapping) else [exec_python]
     for path in paths:
         if path and not os.access(path, os.X_OK):
@@ -89,33 +96,50 @@ def missing_module(result: Result) -> str | None:
     return None
 
 
-def check_environment(problems: Mapping[str, Sequence[Problem]], exec_python: str | Mapping[str, str] | None,
-                      per_domain: int = PER_DOMAIN, timeout: float | None = None) -> str | None:
-    """Run the references of the first `per_domain` problems of each domain; None when no module is
-    missing, else the one line to print."""
+def check_environment(problems: Mapping[str, Iterable[Problem]], exec_python: str | Mapping[str, str] | None,
+                      per_domain: int = PER_DOMAIN, timeout: float | None = None,
+                      sandbox_for: Callable[[str], "Sandbox"] | None = None) -> str | None:
+    """Run the references of the first `per_domain` problems of each domain that can be judged; None
+    when no module is missing, else the one line to print. `sandbox_for(domain)` is the sandbox the
+    stage runs that domain's programs in (started once, used by the check and then by the stage);
+    without it the check starts one of its own per interpreter. Raises SandboxError when a sandbox
+    cannot run (the stage's `error:` line, exit 1)."""
+    chosen = [item for domain, selected in problems.items() for item in _programs(domain, selected, per_domain)]
+    if not chosen:
+        return None
+    with ExitStack() as own:
+        if sandbox_for is None:
+            sandbox_for = _own_sandboxes(own, exec_python, workers=min(len(chosen), 4))
+        sandboxes = [sandbox_for(problem.domain) for problem, _, _ in chosen]
+        results = _run([(problem, program, sandbox) for (problem, program, _), sandbox in zip(chosen, sandboxes)],
+                       timeout)
+    for (problem, _, is_reference), result, sandbox in zip(chosen, results, sandboxes):
+        module = missing_module(result) if not result.passed else None
+        if module:
+            hint = f"{problem.domain}=/path/to/python" if isinstance(exec_python, Mapping) else "/path/to/python"
+            return (f"error: {sandbox.exec_python} cannot import {module!r}, which {problem.domain} problem "
+                    f"{problem.id} needs: every program of {problem.domain} would score 0; pass --exec_python {hint} "
+                    f"of an environment that has it (python -m data.build_env builds one), or --skip_env_check")
+        if is_reference and not result.passed:
+            logger.warning("environment check: the reference of %s/%s is %s in %s (%s)", problem.domain,
+                           problem.id, result.status, sandbox.exec_python, (result.error or "")[:200])
+    return None
+
+
+def _own_sandboxes(stack: ExitStack, exec_python: str | Mapping[str, str] | None,
+                   workers: int) -> Callable[[str], "Sandbox"]:
+    """A sandbox per interpreter, started on first use and closed with `stack`."""
     from evaluation.execution import Sandbox
 
-    by_interpreter: dict[str | None, list[tuple[Problem, str, bool]]] = {}
-    for domain, selected in problems.items():
-        chosen = _programs(domain, selected, per_domain)
-        by_interpreter.setdefault(interpreter_for(exec_python, domain), []).extend(chosen)
-    for interpreter, chosen in by_interpreter.items():
-        if not chosen:
-            continue
-        with Sandbox(workers=min(len(chosen), 4), exec_python=interpreter) as sandbox:
-            results = _run(sandbox, chosen, timeout)
-        shown = interpreter or sys.executable
-        for (problem, _, is_reference), result in zip(chosen, results):
-            module = missing_module(result) if not result.passed else None
-            if module:
-                hint = f"{problem.domain}=/path/to/python" if isinstance(exec_python, Mapping) else "/path/to/python"
-                return (f"error: {shown} cannot import {module!r}, which {problem.domain} problem {problem.id} "
-                        f"needs: every program of {problem.domain} would score 0; pass --exec_python {hint} of "
-                        f"an environment that has it (python -m data.build_env builds one), or --skip_env_check")
-            if is_reference and not result.passed:
-                logger.warning("environment check: the reference of %s/%s is %s in %s (%s)", problem.domain,
-                               problem.id, result.status, shown, (result.error or "")[:200])
-    return None
+    started: dict[str | None, Sandbox] = {}
+
+    def sandbox_for(domain: str) -> Sandbox:
+        interpreter = interpreter_for(exec_python, domain)
+        if interpreter not in started:
+            started[interpreter] = stack.enter_context(Sandbox(workers=workers, exec_python=interpreter))
+        return started[interpreter]
+
+    return sandbox_for
 
 
 def _programs(domain: str, selected: Iterable[Problem], count: int) -> list[tuple[Problem, str, bool]]:
@@ -136,28 +160,37 @@ def _programs(domain: str, selected: Iterable[Problem], count: int) -> list[tupl
     return chosen
 
 
-def _run(sandbox, chosen: Sequence[tuple[Problem, str, bool]], timeout: float | None) -> list[Result]:
-    futures, stores = [], []
-    for problem, program, _ in chosen:
-        benchmark = get_benchmark(problem.domain)
-        store = os.path.join(sandbox.shared_dir, f"env-check-{uuid.uuid4().hex[:8]}")
-        os.mkdir(store, 0o700)
-        stores.append(store)
-        preparation = benchmark.prepare(problem, store, timeout)
-        prepared = sandbox.submit(preparation).result() if preparation is not None else None
-        if prepared is not None and not prepared.passed:
-            futures.append(prepared)
-            continue
-        futures.append(sandbox.submit(benchmark.job(problem, program, prepared, store, timeout)))
-    results = [item if isinstance(item, Result) else item.result() for item in futures]
-    for store in stores:
-        shutil.rmtree(store, ignore_errors=True)
-    return results
+def _run(items: Sequence[tuple[Problem, str, "Sandbox"]], timeout: float | None) -> list[Result]:
+    """The result of each (problem, program, sandbox), on the path `evaluation.verifier.verify` takes:
+    every preparation submitted at once, then each program as its preparation finishes (a failed
+    preparation is the result: a missing module shows there too), the stores removed at the end.
+    A SandboxError (the sandbox cannot run) is raised, not turned into a status."""
+    stores = [os.path.join(sandbox.shared_dir, f"env-check-{uuid.uuid4().hex[:8]}") for _, _, sandbox in items]
+    try:
+        preparations = []
+        for (problem, _, sandbox), store in zip(items, stores):
+            os.mkdir(store, 0o700)
+            job = get_benchmark(problem.domain).prepare(problem, store, timeout)
+            preparations.append(sandbox.submit(job) if job is not None else None)
+        pending: list[Result | Future] = []
+        for (problem, program, sandbox), preparation, store in zip(items, preparations, stores):
+            prepared = preparation.result() if preparation is not None else None
+            if prepared is not None and not prepared.passed:
+                pending.append(prepared)
+                continue
+            job = get_benchmark(problem.domain).job(problem, program, prepared, store, timeout)
+            pending.append(sandbox.submit(job))
+        return [item if isinstance(item, Result) else item.result() for item in pending]
+    finally:
+        for store in stores:
+            shutil.rmtree(store, ignore_errors=True)
 
 
-def run_check(args, problems: Sequence[Problem]) -> str | None:
-    """A stage's check (args.domain, args.exec_python, args.skip_env_check); None when it may go on."""
+def run_check(args, problems: Sequence[Problem], sandbox: "Sandbox | None" = None) -> str | None:
+    """A stage's check (args.domain, args.exec_python, args.skip_env_check) in `sandbox`, the one the
+    stage then runs its programs in (None: one of the check's own); None when it may go on."""
     if getattr(args, "skip_env_check", False) or not problems:
         return None
     return check_environment({args.domain: problems}, parse_exec_python(args.exec_python),
-                             timeout=getattr(args, "timeout", None))
+                             timeout=getattr(args, "timeout", None),
+                             sandbox_for=None if sandbox is None else lambda domain: sandbox)

@@ -29,13 +29,14 @@ import os
 import random
 import sys
 from collections import Counter
+from contextlib import ExitStack
 
 from data.jsonl import DataError, JsonlAppender, read_done, write_json, write_jsonl
 from data.records import Problem
 from data.registry import get_benchmark
 from evaluation import env_check
 from evaluation import verify as verify_stage
-from evaluation.execution import SandboxError
+from evaluation.execution import Sandbox, SandboxError
 from evaluation.metrics import STRICT_THRESHOLD, pass_at_k, summarize
 from experiment import paths
 from experiment.common import (
@@ -260,12 +261,13 @@ def results_record(answers: list[dict], verified: dict[str, dict], seed: int) ->
             "statuses": dict(statuses)}
 
 
-def verify_answers(args: argparse.Namespace, outputs: dict[str, str]) -> dict[str, dict]:
+def verify_answers(args: argparse.Namespace, outputs: dict[str, str], sandbox: Sandbox | None) -> dict[str, dict]:
+    """The verified record of every answer, judged in `sandbox` (None: verify starts one if it has work)."""
     namespace = argparse.Namespace(domain=args.domain, directory=args.directory, file=args.file,
                                    input=outputs["completions"], output=outputs["verified"], timeout=args.timeout,
                                    workers=args.workers, exec_python=args.exec_python, check_ground_truth=False,
                                    exclude_failed_ground_truth=None)
-    _, records = verify_stage.run(namespace)
+    _, records = verify_stage.run(namespace, sandbox)
     return {str(record["id"]): record for record in records}
 
 
@@ -283,15 +285,18 @@ def main(argv=None) -> int:
     todo = [problem for problem in problems if problem.id not in done]
     logger.info("%s %s: %d problems to answer, %d already answered", args.method, args.domain, len(todo), len(done))
     try:
-        # before any model time (none is spent when every problem is answered): a missing module is no silent 0
-        refusal = env_check.run_check(args, problems) if todo else None
-        if refusal:
-            print(refusal, file=sys.stderr)
-            return 2
-        if todo:
-            answer_all(args, todo, outputs["completions"])
-        answers = read_done(outputs["completions"], vars(args), RESULT_ARGS)
-        verified = verify_answers(args, outputs)
+        with ExitStack() as stack:
+            # one sandbox for the check and the verification; the check before any model time (none is spent
+            # when every problem is answered): a missing module is no silent 0
+            sandbox = stack.enter_context(Sandbox(workers=args.workers, exec_python=args.exec_python)) if todo else None
+            refusal = env_check.run_check(args, problems, sandbox) if todo else None
+            if refusal:
+                print(refusal, file=sys.stderr)
+                return 2
+            if todo:
+                answer_all(args, todo, outputs["completions"])
+            answers = read_done(outputs["completions"], vars(args), RESULT_ARGS)
+            verified = verify_answers(args, outputs, sandbox)
     except (DataError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -75,6 +75,7 @@ import sys
 import tempfile
 import threading
 import time
+import weakref
 from collections import deque
 from concurrent.futures import Future
 from typing import Iterable, Sequence
@@ -122,6 +123,31 @@ class _Worker:
         self.inbuf = bytearray()
 
 
+_open_sandboxes: "weakref.WeakSet[Sandbox]" = weakref.WeakSet()
+
+
+def _release_in_child() -> None:
+    """In a process forked while sandboxes run (a stage's sandbox is open when vLLM forks its engine):
+    its copies of the workers' stdin become /dev/null, so a worker still reads end-of-file when its
+    sandbox closes (else every close waits out _stop's timeout, worker by worker), and the sandbox is
+    not the child's to close at its exit."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
+    except OSError:
+        return
+    for sandbox in list(_open_sandboxes):
+        atexit.unregister(sandbox.close)
+        for worker in list(sandbox._workers):
+            try:
+                os.dup2(devnull, worker.process.stdin.fileno(), inheritable=False)
+            except (OSError, ValueError):  # closed already
+                pass
+    os.close(devnull)
+
+
+os.register_at_fork(after_in_child=_release_in_child)
+
+
 class Sandbox:
     """A pool of sandbox workers. Thread-safe `submit`; results come back as futures.
 
@@ -158,6 +184,7 @@ class Sandbox:
         self._thread = threading.Thread(target=self._loop, name="sandbox-dispatch", daemon=True)
         self._thread.start()
         atexit.register(self.close)
+        _open_sandboxes.add(self)
 
     # -- public -----------------------------------------------------------------------------
 
@@ -192,6 +219,7 @@ class Sandbox:
             if self._closing:
                 return
             self._closing = True
+        _open_sandboxes.discard(self)
         os.write(self._wake_write, b"x")
         self._thread.join(timeout=30)
         for worker in self._workers:
@@ -229,8 +257,10 @@ class Sandbox:
                     else:
                         self._flush(key.data)
         except BaseException as exc:  # the pool cannot go on: fail every waiting future
-            logger.exception("sandbox dispatcher crashed")
-            if not isinstance(exc, SandboxError):
+            if isinstance(exc, SandboxError):  # said in its message (workers fail to start): no traceback
+                logger.error("%s", exc)
+            else:
+                logger.exception("sandbox dispatcher crashed")
                 exc = SandboxError(f"sandbox dispatcher crashed: {exc!r}")
             self._broken = exc
             with self._lock:

@@ -26,9 +26,11 @@ import os
 import sys
 import time
 from collections import Counter
+from contextlib import ExitStack
 
 from data.jsonl import DataError, JsonlAppender, read_done, read_jsonl, write_json
 from data.registry import domains, get_benchmark
+from evaluation.env_check import check_interpreters
 from evaluation.execution import STATUSES, Sandbox, SandboxError
 from evaluation.metrics import STRICT_THRESHOLD, summarize
 from evaluation.verifier import verify
@@ -101,10 +103,11 @@ def failed_ground_truth(path: str) -> set[str]:
             if not record.get("rewards") or min(record["rewards"]) < STRICT_THRESHOLD}
 
 
-def run(args: argparse.Namespace) -> tuple[dict, list[dict]]:
-    """Verify what `args` names (resuming an earlier run); returns the summary and the records in
-    input order. Raises DataError/ValueError on bad input, SandboxError when the sandbox cannot run
-    (lines already finished are kept)."""
+def run(args: argparse.Namespace, sandbox: Sandbox | None = None) -> tuple[dict, list[dict]]:
+    """Verify what `args` names (resuming an earlier run) in `sandbox` (None: one of its own, started
+    only when there is something to run); returns the summary and the records in input order. Raises
+    DataError/ValueError on bad input, SandboxError when the sandbox cannot run (lines already
+    finished are kept)."""
     start = time.perf_counter()
     if args.check_ground_truth:
         output = args.output or os.path.join("output", "ground_truth", f"{args.domain}.jsonl")
@@ -113,8 +116,7 @@ def run(args: argparse.Namespace) -> tuple[dict, list[dict]]:
     excluded: set[str] = set()
     benchmark = get_benchmark(args.domain)
     problems = {problem.id: problem for problem in benchmark.load(args.directory, args.file)}
-    if args.exec_python and not os.access(args.exec_python, os.X_OK):
-        raise DataError(args.exec_python, None, "--exec_python is not an executable interpreter")
+    check_interpreters(args.exec_python)
     if args.check_ground_truth:
         requests = ground_truth_requests(benchmark, problems)
     else:
@@ -136,7 +138,7 @@ def run(args: argparse.Namespace) -> tuple[dict, list[dict]]:
                 records[pid] = empty_record(pid)
                 out.write(records[pid])
         if todo:
-            verify_todo(args, benchmark, todo, out, records, n_programs)
+            verify_todo(args, benchmark, todo, out, records, n_programs, sandbox)
     elapsed = time.perf_counter() - start
     ordered = [records[pid] for pid, _ in requests if pid not in excluded]
     summary = summarize([record["rewards"] for record in ordered], ks=(1,))
@@ -156,11 +158,14 @@ def empty_record(problem_id: str) -> dict:
     return {"id": problem_id, "rewards": [], "statuses": [], "tests": [], "errors": [], "times": []}
 
 
-def verify_todo(args, benchmark, todo, out: JsonlAppender, records: dict, n_programs: int) -> None:
+def verify_todo(args, benchmark, todo, out: JsonlAppender, records: dict, n_programs: int,
+                sandbox: Sandbox | None = None) -> None:
     from tqdm import tqdm
 
-    with Sandbox(workers=args.workers, exec_python=args.exec_python) as sandbox, \
-            tqdm(total=n_programs, unit="prog", file=sys.stderr) as bar:
+    with ExitStack() as stack, tqdm(total=n_programs, unit="prog", file=sys.stderr) as bar:
+        if sandbox is None:
+            sandbox = stack.enter_context(Sandbox(workers=args.workers, exec_python=args.exec_python))
+
         def on_done(index: int, verdicts) -> None:
             problem = todo[index][0]
             record = {"id": problem.id, "rewards": [v.reward for v in verdicts],

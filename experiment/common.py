@@ -20,7 +20,7 @@ from data.jsonl import DataError, read_done, write_json
 from data.records import Problem
 from data.registry import get_benchmark
 from evaluation import env_check
-from evaluation.execution import SandboxError
+from evaluation.execution import Sandbox, SandboxError
 from models.gpu_plan import (
     DEFAULT_MEMORY_UTILIZATION,
     PLACEMENT_RULE,
@@ -277,8 +277,7 @@ def stop_strings(args: argparse.Namespace) -> list[str]:
 def check_run_args(args: argparse.Namespace) -> None:
     """One-line errors for the shard and interpreter flags every stage has."""
     check_shards(args)
-    if args.exec_python and not os.access(args.exec_python, os.X_OK):
-        raise DataError(args.exec_python, None, "--exec_python is not an executable interpreter")
+    env_check.check_interpreters(args.exec_python)
 
 
 def plan_run(args: argparse.Namespace, output: str, result_args: Sequence[str]) -> tuple[list[Problem], dict]:
@@ -293,9 +292,10 @@ def plan_run(args: argparse.Namespace, output: str, result_args: Sequence[str]) 
 
 
 def run_stage(args: argparse.Namespace, output: str, result_args: Sequence[str], check, run) -> int:
-    """A generating stage's main: `check(args)`, then `run(args, todo, output)` on the problems not yet
-    in `output`. Exit 2 with one line on bad input, 1 when the sandbox cannot run (finished lines are
-    kept: a rerun resumes), else 0 with the output path printed."""
+    """A generating stage's main: `check(args)`, then `run(args, todo, output, sandbox)` on the problems
+    not yet in `output`, in the one sandbox the environment check ran in first (before any model time).
+    Exit 2 with one line on bad input or a missing module, 1 when the sandbox cannot run (finished lines
+    are kept: a rerun resumes), else 0 with the output path printed."""
     try:
         check(args)
         problems, done = plan_run(args, output, result_args)
@@ -306,11 +306,12 @@ def run_stage(args: argparse.Namespace, output: str, result_args: Sequence[str],
     logger.info("%s: %d problems to run, %d already in %s", args.domain, len(todo), len(done), output)
     if todo:
         try:
-            refusal = env_check.run_check(args, todo)  # before any model time: a missing module is no silent 0
-            if refusal:
-                print(refusal, file=sys.stderr)
-                return 2
-            run(args, todo, output)
+            with Sandbox(workers=args.workers, exec_python=args.exec_python) as sandbox:
+                refusal = env_check.run_check(args, todo, sandbox)  # a missing module is no silent 0
+                if refusal:
+                    print(refusal, file=sys.stderr)
+                    return 2
+                run(args, todo, output, sandbox)
         except SandboxError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1

@@ -119,7 +119,9 @@ class Recorder:
         self.thread.shutdown()
 
 
-def run(args: argparse.Namespace, problems: list[Problem], output: str) -> None:
+def run(args: argparse.Namespace, problems: list[Problem], output: str, sandbox: Sandbox) -> None:
+    """Sample and verify `problems` into `output`, the programs judged in `sandbox` (the stage's, where
+    the environment check ran)."""
     from tqdm import tqdm
 
     benchmark = get_benchmark(args.domain)
@@ -128,8 +130,7 @@ def run(args: argparse.Namespace, problems: list[Problem], output: str) -> None:
     stop = stop_strings(args)
     # per-problem seeds: an engine that batches them gets chunks; one that does not, a problem at a time
     chunk_size = args.chunk_size or (32 if backend.batches_seeded_prompts else 1)
-    with Sandbox(workers=args.workers, exec_python=args.exec_python) as sandbox, JsonlAppender(output) as out, \
-            tqdm(total=len(problems), unit="problem", file=sys.stderr) as bar:
+    with JsonlAppender(output) as out, tqdm(total=len(problems), unit="problem", file=sys.stderr) as bar:
         recorder = Recorder(sandbox, benchmark, out, args, bar)
         for start in range(0, len(problems), chunk_size):
             chunk = problems[start:start + chunk_size]

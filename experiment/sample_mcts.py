@@ -121,7 +121,9 @@ def search_config(args: argparse.Namespace, backend) -> SearchConfig:
         seed_per_prompt=backend.batches_seeded_prompts)
 
 
-def run(args: argparse.Namespace, problems: list, output: str) -> Counter:
+def run(args: argparse.Namespace, problems: list, output: str, sandbox: Sandbox) -> Counter:
+    """Search `problems` into `output`, the programs scored in `sandbox` (the stage's, where the
+    environment check ran)."""
     from tqdm import tqdm
 
     benchmark = get_benchmark(args.domain)
@@ -139,8 +141,7 @@ def run(args: argparse.Namespace, problems: list, output: str) -> Counter:
                        lambda problem, state, thought: format_for_act(problem, tokenizer, state, thought,
                                                                       **args.kwargs))
 
-    with Sandbox(workers=args.workers, exec_python=args.exec_python) as sandbox, JsonlAppender(output) as out, \
-            tqdm(total=len(problems), unit="problem", file=sys.stderr) as bar:
+    with JsonlAppender(output) as out, tqdm(total=len(problems), unit="problem", file=sys.stderr) as bar:
         def evaluate(items):
             verdicts = verify(sandbox, benchmark, items, args.timeout)
             statuses.update(verdict.status for group in verdicts for verdict in group)

@@ -39,6 +39,7 @@ import sys
 
 from data.jsonl import DataError
 from evaluation.env_check import check_interpreters, parse_exec_python
+from evaluation.execution import SandboxError
 from models.prompt_tokens import prompts_for_special_tokens
 from models.rewards import CodeReward
 from models.training import (
@@ -148,20 +149,26 @@ def reward_workers(requested: int | None) -> int:
     return requested or max(1, available_cpus() // local_processes)
 
 
-def check_environment(dataset, exec_python, skip: bool) -> None:
-    """Before the model loads: the references of a few problems of each domain in the data run with
-    that domain's interpreter; a missing module raises DataError (one line, exit 2)."""
+def check_environment(dataset, reward: CodeReward, skip: bool) -> None:
+    """Before the model loads: the references of the first few problems (env_check.PER_DOMAIN) of each
+    domain in the data run in the reward's own sandbox of that domain's interpreter, which then
+    scores training; a missing module raises DataError (one line, exit 2), a sandbox that cannot run
+    SandboxError (one line, exit 1)."""
     from data.records import problem_from_record
     from evaluation.env_check import check_environment as run_references
 
     if skip:
         return
-    problems: dict[str, list] = {}
-    for record in dataset:
-        chosen = problems.setdefault(record["domain"], [])
-        if len(chosen) < 8 and record["id"] not in {problem.id for problem in chosen}:
-            chosen.append(problem_from_record(record))
-    refusal = run_references(problems, exec_python)
+
+    def problems_of(domain: str):  # lazily: the check stops at the first few it can judge
+        seen = set()
+        for record in dataset:
+            if record["domain"] == domain and record["id"] not in seen:
+                seen.add(record["id"])
+                yield problem_from_record(record)
+
+    problems = {domain: problems_of(domain) for domain in dict.fromkeys(dataset["domain"])}
+    refusal = run_references(problems, reward.exec_python, sandbox_for=reward.sandbox_for)
     if refusal:
         raise DataError("--exec_python", None, refusal.removeprefix("error: "))
 
@@ -198,12 +205,12 @@ def main(argv: list[str] | None = None) -> int:
     dataset = load_dataset(script.train_pth, tokenizer, script.max_prompt_length)
     exec_python = parse_exec_python(script.exec_python)
     check_interpreters(exec_python)
-    check_environment(dataset, exec_python, script.skip_env_check)
     rank = int(os.environ.get("RANK", "0"))
     log_name = "rewards.jsonl" if rank == 0 else f"rewards.rank{rank}.jsonl"
     reward = CodeReward(script.symbol_reward, script.trailing_penalty, timeout=script.reward_timeout,
                         workers=reward_workers(script.reward_workers), exec_python=exec_python,
                         log_path=os.path.join(script.save_dir, log_name))
+    check_environment(dataset, reward, script.skip_env_check)  # in the reward's sandboxes: one per interpreter
     trainer = GRPOTrainer(model=script.model, reward_funcs=[reward], args=config, train_dataset=dataset,
                           processing_class=tokenizer, callbacks=stop_callbacks(script.stop_after_steps))
     write_arguments(script.save_dir, script, config)
@@ -224,3 +231,6 @@ if __name__ == "__main__":
     except DataError as exc:  # bad training data or settings: one line naming the file, line and field
         error_line(str(exc))
         sys.exit(2)
+    except SandboxError as exc:  # the sandbox itself cannot run (as the other stages say it)
+        error_line(str(exc))
+        sys.exit(1)
