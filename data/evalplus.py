@@ -1,8 +1,10 @@
 """What HumanEval+ and MBPP+ share: evalplus 0.3.1's judgement, run in two sandboxed steps.
 
 1. `reference_job`: the canonical solution runs on every base and plus input in a child of its
-   own and streams `(seconds, output)` per input into a file of the problem's store (a directory
-   in `Sandbox.shared_dir`), then the list of times; this process never unpickles it.
+   own and streams its output per input into a file of the problem's store (a directory in
+   `Sandbox.shared_dir`), then the list of times; this process never unpickles it. Both are what a
+   verdict needs: the outputs are what a program's are compared with, the times set its per-input
+   limits (`data/evalplus_reference.py`).
 2. `plus_job`: a program, in one fresh child, is judged on the base inputs, then on the plus inputs,
    against those outputs (`data/evalplus_harness.py`), stopping at the first failure, as evalplus
    judges it. Nothing else gates it: evalplus runs neither HumanEval's `check` nor MBPP+'s
@@ -10,6 +12,7 @@
 """
 from __future__ import annotations
 
+import functools
 import os
 import pickle
 
@@ -36,7 +39,9 @@ PLUS_TIMEOUT = 135.0
 OUTPUT_NOT_NONE_TASKS = ("check_str", "text_match_three", "text_starta_endb")  # evalplus, MBPP only
 
 
+@functools.lru_cache(maxsize=None)
 def _source(name: str) -> str:
+    """A source file of ours that runs in the child, read once per process."""
     with open(os.path.join(_HERE, name), encoding="utf-8") as handle:
         return handle.read()
 
@@ -59,14 +64,21 @@ def reference_job(program: str, problem: Problem, dataset: str, store: str, time
                limits=Limits(file_bytes=16 * GIB))  # outputs can be large (Mbpp/255: 780 MB)
 
 
-def _judge_source() -> str:
-    """The judge, run in a namespace of its own inside the child (see evalplus_harness.py), binding only
-    `_plus_group` in the program's namespace, where the tests call it."""
-    return ("_evalplus_judge = {'__builtins__': __builtins__, '__sandbox_data__': __sandbox_data__, "
-            "'__sandbox_files__': __sandbox_files__, '__sandbox_program__': __sandbox_program__, "
-            "'__program_namespace__': globals()}\n"
-            f"exec(compile({_source('evalplus_harness.py')!r}, 'evalplus_harness.py', 'exec'), _evalplus_judge)\n"
-            "_plus_group = _evalplus_judge['_plus_group']\n")
+# Turns the tests' namespace (a copy of the program's) into the judge's own, so that a program that
+# redefines a builtin (Mbpp/126 defines `sum`) cannot change the judge (evalplus_harness.py), which runs
+# next in it: only the sandbox's names, the builtins and `__program_namespace__` (the program's names) are
+# left. It uses no name the program could have rebound (`globals`, `dict`), only syntax. The prelude and
+# the judge are plain sources of the job, so each worker compiles them once (its code cache) and no
+# child compiles anything but the program.
+_JUDGE_NAMESPACE = """\
+def _evalplus_enter(namespace, judge):
+    namespace.clear()
+    namespace.update(judge)
+_evalplus_enter((lambda: None).__globals__, {
+    '__builtins__': __builtins__, '__sandbox_data__': __sandbox_data__,
+    '__sandbox_files__': __sandbox_files__, '__sandbox_program__': __sandbox_program__,
+    '__program_namespace__': {**(lambda: None).__globals__}})
+"""
 
 
 def group_sizes(problem: Problem) -> list[int]:
@@ -86,7 +98,7 @@ def plus_job(program: str, problem: Problem, prepared: Result | None, dataset: s
     # evalplus's parent has numpy loaded, so a program's `import numpy` works under its guard; ours loads it
     # before the guard for the programs that use it (under the guard its import fails)
     setup = ['try:\n    __import__("numpy")\nexcept ImportError:\n    pass'] if "numpy" in program else []
-    return Job(program, setup=setup, harness=[_judge_source()],
+    return Job(program, setup=setup, harness=[_JUDGE_NAMESPACE, _source("evalplus_harness.py")],
                tests=["_plus_group(0)", "_plus_group(1)"],
                data=pickle.dumps(data, protocol=4),
                data_files=[os.path.join(store, "inputs.pkl"), os.path.join(store, "reference.pkl")],

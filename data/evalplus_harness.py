@@ -1,13 +1,14 @@
 """Runs inside the sandbox child only (never imported by the project): evalplus 0.3.1's judgement of
 one program, against the canonical solution's outputs.
 
-It runs in a namespace of its own (`data/evalplus.py` wraps it), so a program that redefines a builtin
-(Mbpp/126 defines `sum`) cannot change the judge: there it finds `__sandbox_data__ = {"entry_point",
-"atol", "dataset", "group_sizes"}`, `__sandbox_files__ = [inputs pickle, reference stream]`,
-`__sandbox_program__` (the compiled program) and `__program_namespace__` (the sandbox's run of the
-program); the tests, in the program's namespace, are
-`_plus_group(0)` (the base inputs) and `_plus_group(1)` (the plus inputs), in order (the reference
-stream is read one input at a time). A program passes when both groups pass, as evalplus's
+It runs in a namespace of its own (the job's first harness source, `data/evalplus.py`'s prelude, turns
+the tests' copy of the program's namespace into it), so a program that redefines a builtin (Mbpp/126
+defines `sum`) cannot change the judge: there it finds `__sandbox_data__ = {"entry_point", "atol",
+"dataset", "group_sizes"}`, `__sandbox_files__ = [inputs pickle, reference stream]`,
+`__sandbox_program__` (the compiled program) and `__program_namespace__` (the program's names after the
+sandbox's run of it); the tests, run there too, are `_plus_group(0)` (the base inputs) and
+`_plus_group(1)` (the plus inputs), in order (the reference stream, one output per input, is read one
+input at a time). A program passes when both groups pass, as evalplus's
 base_status == plus_status == "pass". The rules are evalplus 0.3.1's (evalplus/eval/__init__.py
 `unsafe_execute` / `untrusted_check`, `_special_oracle.py`):
 - each group judges a fresh execution of the program (evalplus runs each group in a process of
@@ -167,7 +168,7 @@ def _run_group(group, candidate_of, deadline):
     candidate = candidate_of()
     atol = _plus["atol"]
     for index in range(start, start + _plus["group_sizes"][group]):
-        _, exp = _pickle.load(_plus_reference)
+        exp = _pickle.load(_plus_reference)
         inp = _plus_inputs[index]
         limit = max(_MIN_TIME_LIMIT, _GT_TIME_LIMIT_FACTOR * _plus_times[index])
         # past the group's deadline the call is cut at once: the sandbox's alarm reports a timeout

@@ -1,10 +1,11 @@
 """Runs inside the sandbox child only: evalplus's trusted_exec. For each input group (base, then
 plus) the canonical solution is executed afresh, as evalplus does per group, and run on every input
-of the group (each deep-copied first, the call alone timed with the wall clock); for each input one
-pickle `(seconds, output)` is appended to `__sandbox_output__`, so outputs of any size stream to disk
-(Mbpp/255's come to 780 MB) and are read back one at a time by `evalplus_harness.py`. A trailer
-follows: the pickled list of all times, then its offset as 8 bytes (little-endian), so the judge
-knows every time limit of a group before it runs the group."""
+of the group (each deep-copied first, the call alone timed with the wall clock); for each input its
+output is pickled onto `__sandbox_output__`, so outputs of any size stream to disk (Mbpp/255's come
+to 780 MB) and are read back one at a time by `evalplus_harness.py` (what a program's output is
+compared with). A trailer follows: the pickled list of all times (each written once, here), then its
+offset as 8 bytes (little-endian), so the judge knows every time limit of a group before it runs the
+group."""
 import copy as _copy
 import pickle as _pickle
 import struct as _struct
@@ -29,7 +30,7 @@ def _reference_outputs():
             if _data["output_not_none"]:
                 output = output is not None
             times.append(seconds)
-            _pickle.dump((seconds, output), out, protocol=4)
+            _pickle.dump(output, out, protocol=4)
         start += size
     offset = out.tell()
     _pickle.dump(times, out, protocol=4)
