@@ -189,11 +189,12 @@ def markdown(rows: dict, compared: dict, aucs: dict, zero_std: dict, figures: di
                      f"{value['n_programs']} |")
     if data_zero_std:
         shares = data_zero_std["shares"]
+        by_prefix = ", ".join(f"{count}: {value['zero_std']:.2f} ({value['groups']})"
+                              for count, value in shares["rest"]["by_prefix_lines"].items())
         lines += ["", "Zero-std groups on fresh base-policy samples of each data set's prompts: naive "
                   f"{shares['naive']['zero_std']:.3f} ({shares['naive']['groups']} groups), ReST "
                   f"{shares['rest']['zero_std']:.3f} ({shares['rest']['groups']}); ReST by lines of the best program "
-                  "in the prompt: " + ", ".join(f"{lines_}: {value['zero_std']:.2f} ({value['groups']})" for lines_, value
-                                                in shares["rest"]["by_prefix_lines"].items())]
+                  f"in the prompt: {by_prefix}"]
     lines += ["", "Zero-std GRPO groups (mean over steps): " + ", ".join(
         f"{POLICY_ROWS[label]} {sum(history) / len(history):.3f}" for label, history in zero_std.items() if history),
         f"Stages: {figures['elapsed_s'] / 60:.1f} minutes on this machine (the tiny policy's training and "

@@ -106,8 +106,8 @@ def run(args: argparse.Namespace, todo: list[dict]) -> None:
                 for position, record in enumerate(chunk):
                     rewards = [score.execution for score in scores[position * args.n:(position + 1) * args.n]]
                     out.write({"key": record["key"], "data": record["data"], "index": record["index"],
-                               "group": record["group"], "id": record["id"], "prefix_lines": prefix_lines(record), "rewards": rewards,
-                               "zero_std": max(rewards) == min(rewards)})
+                               "group": record["group"], "id": record["id"], "prefix_lines": prefix_lines(record),
+                               "rewards": rewards, "zero_std": max(rewards) == min(rewards)})
                     bar.update(1)
     finally:
         reward.close()
