@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from dataclasses import asdict, dataclass, field
 from typing import Any, Sequence
 
@@ -39,6 +40,17 @@ class Verdict:
     tests: list[str] = field(default_factory=list)  # per-test statuses, in order, as far as they ran
     error: str | None = None
     time: float = 0.0
+
+
+def id_order(identifier) -> tuple:
+    """A sort key that orders problem ids as their benchmarks number them ("X/2" before "X/10"), so data
+    built from a file whose lines were written as they finished comes out the same every time.
+
+    >>> sorted(["T/test/10", "T/test/9", "T/train/1", 3], key=id_order)
+    [3, 'T/test/9', 'T/test/10', 'T/train/1']
+    """
+    parts = re.split(r"(\d+)", str(identifier))
+    return tuple((0, int(part), "") if part.isdigit() else (1, 0, part) for part in parts if part)
 
 
 def problem_from_record(record: dict, domain: str | None = None) -> Problem:

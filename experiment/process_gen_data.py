@@ -12,6 +12,7 @@
   --mode orm   {prompt, answer, reward}: every program with its final reward (an outcome reward model's data).
 --method MCTS (reads generate/MCTS/<Domain>/<slug>/time_..._thought_<no|yes>.jsonl): value data
   {prompt, answer, reward}: every scored program, and every expanded state with its value.
+Records come in problem-id order ("X/2" before "X/10"), whatever the order of the input's lines.
 Writes per domain next to the input, and with --do_aggregate the concatenation under
 generate/{Common|MCTS}/All/<slug>/; each with <output>.args.json.
 
@@ -34,6 +35,7 @@ from typing import Sequence
 import numpy as np
 
 from data.jsonl import DataError, read_jsonl, write_json, write_jsonl
+from data.records import id_order
 from data.registry import domains, get_benchmark
 from experiment import paths
 from experiment.common import add_search_args, int_or_float, problem_seed
@@ -223,7 +225,9 @@ def process_domain(args: argparse.Namespace, domain: str) -> tuple[list[dict], d
         return None
     build = value_records if args.method == "MCTS" else MODES[args.mode]
     records, stats = [], {"problems": 0, "skipped_empty": 0, "kept_problems": 0}
-    for line, item in read_jsonl(source):
+    # in problem order, not the file's (lines are written as problems finish): the same data, in the same order,
+    # whatever the timing of the run that sampled them (GRPO's and the reward models' batches follow it)
+    for line, item in sorted(read_jsonl(source), key=lambda pair: id_order(pair[1].get("id", ""))):
         stats["problems"] += 1
         if args.method == "Common" and not item.get("result"):
             stats["skipped_empty"] += 1

@@ -140,7 +140,7 @@ def test_grpo_fixed_all_and_basic_modes(tmp_path):
     basic_summary = process(tmp_path, "--n_sample", "0")
     assert basic_summary["TinyCode"]["output"].endswith("_grpo_data_basic.jsonl")
     basic = read(tmp_path / basic_summary["TinyCode"]["output"])
-    assert [r["id"] for r in basic] == list(PATTERNS)  # every problem, no filter, no prefixes
+    assert [r["id"] for r in basic] == sorted(PATTERNS)  # every problem, no filter, no prefixes, in id order
 
 
 def test_dpo_and_sft_modes(tmp_path):
@@ -148,7 +148,8 @@ def test_dpo_and_sft_modes(tmp_path):
     dpo = read(tmp_path / process(tmp_path, "--mode", "dpo")["TinyCode"]["output"])
     assert len(dpo) == 3  # every problem whose rewards differ
     assert all(r["chosen"].endswith("```") and r["rejected"].endswith("```") for r in dpo)
-    assert dpo[0]["chosen"] == PROGRAM + "```" and dpo[0]["rejected"] == "    return 0\n```"
+    # in id order: nearly_flat, spread_best_accepted, spread_best_rejected
+    assert dpo[1]["chosen"] == PROGRAM + "```" and dpo[1]["rejected"] == "    return 0\n```"
     sft = read(tmp_path / process(tmp_path, "--mode", "sft")["TinyCode"]["output"])
     # rewards >= 0.9: 2 + 0 + 4 + 0 + 4
     assert len(sft) == 10 and all(r["completion"] == PROGRAM + "```" for r in sft)
@@ -235,5 +236,17 @@ def test_orm_mode_keeps_every_program_with_its_reward(tmp_path):
     assert summary["TinyCode"]["output"].endswith("temp_0.7_tokens_256_orm_data.jsonl")
     records = read(tmp_path / summary["TinyCode"]["output"])
     assert len(records) == 4 * len(PATTERNS)
-    assert [r["reward"] for r in records] == [r for rewards in PATTERNS.values() for r in rewards]
+    assert [r["reward"] for r in records] == [r for pid in sorted(PATTERNS) for r in PATTERNS[pid]]
     assert all(set(r) == {"prompt", "answer", "reward"} and r["prompt"] == "Write f." for r in records)
+
+
+@pytest.mark.parametrize("mode", ["grpo", "orm", "sft", "dpo"])
+def test_the_input_line_order_changes_nothing(tmp_path, mode):
+    """Sampling writes problems as they finish: two runs' files hold the same lines in other orders, and the
+    data (hence the training batches that follow its order) must be the same."""
+    path = write_completions(tmp_path)
+    first = (tmp_path / process(tmp_path, "--mode", mode)["TinyCode"]["output"]).read_text()
+    lines = path.read_text().splitlines(keepends=True)
+    random.Random(3).shuffle(lines)
+    path.write_text("".join(reversed(lines)))
+    assert (tmp_path / process(tmp_path, "--mode", mode)["TinyCode"]["output"]).read_text() == first
