@@ -382,20 +382,26 @@ def merge(base: dict, changes: dict) -> dict:
 def stage_time(work: str, run: Runner, record: bool = True) -> float:
     """Seconds the stages and the table took, over every invocation that ran a stage (a resumed run adds
     its own time; one that only rebuilds the table adds nothing)."""
-    path = os.path.join(work, "timing.json")
-    runs = json.load(open(path, encoding="utf-8"))["runs"] if os.path.exists(path) else []
+    runs = timing_runs(work)
     if record and (run.seconds or not runs):  # an invocation that only rebuilt the table adds nothing
         runs.append({"elapsed_s": round(run.elapsed(), 1), "steps_run": len(run.seconds),
                      "step_seconds": run.seconds})
-        write_json(path, {"runs": runs})
+        write_json(os.path.join(work, "timing.json"), {"runs": runs})
     return sum(entry["elapsed_s"] for entry in runs)
 
 
 def step_seconds(work: str) -> dict[str, float]:
     """Each step's seconds, from the invocation that last ran it (timing.json)."""
+    return {name: seconds for entry in timing_runs(work) for name, seconds in entry.get("step_seconds", {}).items()}
+
+
+def timing_runs(work: str) -> list[dict]:
+    """timing.json's record of every invocation that ran a stage (empty before the first)."""
     path = os.path.join(work, "timing.json")
-    runs = json.load(open(path, encoding="utf-8"))["runs"] if os.path.exists(path) else []
-    return {name: seconds for entry in runs for name, seconds in entry.get("step_seconds", {}).items()}
+    if not os.path.exists(path):
+        return []
+    with open(path, encoding="utf-8") as handle:
+        return json.load(handle)["runs"]
 
 
 if __name__ == "__main__":
