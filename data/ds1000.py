@@ -38,16 +38,16 @@ from __future__ import annotations
 import pickle
 import re
 
+from data.benchmark import Benchmark
 from data.jsonl import DataError, read_json_records, require
 from data.records import GIB, Job, Limits, Problem
-from data.registry import Benchmark, register
 
 FIELDS = ("prompt", "reference_code", "code_context", "metadata")
 STARTER_MARKERS = ("<code>", "BEGIN SOLUTION", "SOLUTION START")
 # ReST-RL's DS1000 stop strings (prompts/stops.py); its sampler cuts completions at the first one.
 END_MARKERS = ("</code>", "### SOLUTION END", "### END SOLUTION", "# SOLUTION END", "# END SOLUTION",
                "END SOLUTION", "SOLUTION END")
-# ReST-RL's format_sample for DS1000 cuts in this order (reference §1.3)
+# ReST-RL's format_sample for DS1000 cuts at these markers, tried in this order, as the original does
 EXTRACT_MARKERS = ("</code>", "### SOLUTION END", "# SOLUTION END", "### END SOLUTION", "# END SOLUTION",
                    "END SOLUTION", "SOLUTION END")
 IMPORT_LINE = re.compile(r"^[ \t]*(?:import|from)[ \t]+([A-Za-z_][A-Za-z0-9_]*)", re.MULTILINE)
@@ -114,7 +114,8 @@ class DS1000(Benchmark):
     def response_prefix(self, problem: Problem, state: str) -> str:
         return state  # no fence, no preamble: the model continues the program
 
-    # --use_thought (reference §1.3): "program" for "script"; the act turn continues the program bare
+    # --use_thought: the original's literals say "program" for "script"; the act turn continues the
+    # program bare
     think_request = "The program is not yet complete. How should we proceed to complete this program?"
     act_request = "Based on these ideas, please provide a complete program to the problem.\n"
 
@@ -154,6 +155,3 @@ class DS1000(Benchmark):
         return Job("", harness=[context], tests=tests, data=pickle.dumps(snippet, protocol=4),
                    timeout=timeout or self.default_timeout, fail_fast=True, guard="none",
                    limits=Limits(memory_bytes=MEMORY_BYTES), env=dict(ENV))
-
-
-register(DS1000())

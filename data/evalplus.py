@@ -77,6 +77,7 @@ def _evalplus_enter(namespace, judge):
 _evalplus_enter((lambda: None).__globals__, {
     '__builtins__': __builtins__, '__sandbox_data__': __sandbox_data__,
     '__sandbox_files__': __sandbox_files__, '__sandbox_program__': __sandbox_program__,
+    '__sandbox_returned__': (lambda: None).__globals__.get('__sandbox_returned__'),
     '__program_namespace__': {**(lambda: None).__globals__}})
 """
 

@@ -45,6 +45,8 @@ _plus = __sandbox_data__  # noqa: F821  (set by the sandbox harness)
 _plus_inputs = _pickle.load(__sandbox_files__[0])  # noqa: F821
 _plus_reference = __sandbox_files__[1]  # noqa: F821
 _plus_state = {"next_group": 0}
+# the hardened judge's check of a returned value (sandbox harness; None for the official judgement)
+_plus_returned = __sandbox_returned__  # noqa: F821
 
 
 def _reference_times(stream):
@@ -145,8 +147,31 @@ def _exact_match(out, exp, inp, atol):
     return exact_match
 
 
+def _same_types(out, exp):
+    """`out` has exactly the types of `exp`, at every level of its lists, tuples and dicts."""
+    if type(out) is not type(exp):
+        return False
+    if isinstance(exp, (list, tuple)):
+        return len(out) == len(exp) and all(_same_types(a, b) for a, b in zip(out, exp))
+    if isinstance(exp, dict):
+        return all(key in exp and _same_types(value, exp[key]) for key, value in out.items())
+    return True
+
+
+def _special_oracle():
+    entry_point = _plus["entry_point"]
+    if _plus["dataset"] == "humaneval":
+        return entry_point == "find_zero"
+    return entry_point in ("are_equivalent", "sum_div", "surface_Area", "digit_distance_nums") or \
+        entry_point in _MBPP_OUTPUT_SET_EQ_TASKS or entry_point in _MBPP_OUTPUT_NOT_NONE_TASKS
+
+
 def _check_output(out, exp, inp, atol):
-    """Raises unless `out` is right; returns the atol for the next input of the group."""
+    """Raises unless `out` is right; returns the atol for the next input of the group. The hardened judge
+    first requires plain data, and, where no special oracle decides, exactly the reference's types."""
+    if _plus_returned is not None:
+        _plus_returned(out)
+        assert _special_oracle() or _same_types(out, exp), "output types differ from the reference"
     exact_match = _exact_match(out, exp, inp, atol)
     if _plus["dataset"] == "humaneval" and _plus["entry_point"] == "find_zero":
         assert abs(_poly(*inp, out)) <= atol, "find_zero: not a root"

@@ -10,9 +10,9 @@ MBPP+: evalplus 0.3.1's judgement on every base and plus input (`data/evalplus.p
 from __future__ import annotations
 
 from data import evalplus
+from data.benchmark import Benchmark
 from data.jsonl import DataError, read_json_records, read_jsonl, require
 from data.records import Job, Problem
-from data.registry import Benchmark, register
 
 
 class MBPP(Benchmark):
@@ -135,7 +135,3 @@ class MBPPPlus(Benchmark):
 
     def job(self, problem, program, prepared=None, store="", timeout=None) -> Job:
         return evalplus.plus_job(program, problem, prepared, "mbpp", store, timeout)
-
-
-register(MBPP())
-register(MBPPPlus())

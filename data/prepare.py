@@ -3,12 +3,13 @@
     python -m data.prepare --domain APPS            # data/APPS/data_with_test.jsonl, test_500.jsonl
     python -m data.prepare --domain BigCodeBench    # data/BigCodeBench/data.json
     python -m data.prepare --domain DS1000          # data/DS1000/data.jsonl
+    python -m data.prepare --domain GSM8K           # data/GSM8K/train.jsonl, test.jsonl
     python -m data.prepare --domain all             # also HumanEval(+), MBPP(+)
 
 Needs network access (GitHub, the Hugging Face Hub), or `--source` with the raw files already on
-disk (a file, or for APPS the folder holding `train.jsonl` and `test.jsonl`). Files are written under
-`--directory` (default `data/<Domain>/`, relative to the working directory), atomically, with
-`<file>.args.json` beside them.
+disk (a file, or for APPS and GSM8K the folder holding `train.jsonl` and `test.jsonl`, for GSM8K
+gzipped or not). Files are written under `--directory` (default `data/<Domain>/`, relative to the
+working directory), atomically, with `<file>.args.json` beside them.
 
 APPS comes from the raw JSONL files of the Hugging Face dataset `codeparrot/apps` (its loading
 script is refused by recent `datasets`). `data_with_test.jsonl` holds the train problems that have
@@ -33,6 +34,7 @@ from data.jsonl import DataError, read_json_records, write_json, write_jsonl
 
 APPS_URL = "https://huggingface.co/datasets/codeparrot/apps/resolve/main/{split}.jsonl"
 APPS_TEST_SEED = 20250826
+GSM8K_URL = "https://raw.githubusercontent.com/openai/grade-school-math/master/grade_school_math/data/{split}.jsonl"
 APPS_TEST_IDS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "apps_test_500_ids.txt")
 # Files copied as they are published: domain -> [(url, file name under data/<Domain>/)].
 AS_PUBLISHED = {
@@ -47,7 +49,7 @@ AS_PUBLISHED = {
     "MBPPPlus": [("https://github.com/evalplus/mbppplus_release/releases/download/v0.2.0/MbppPlus.jsonl.gz",
                   "MbppPlus.jsonl.gz")],
 }
-DOMAINS = ("APPS", "BigCodeBench", "DS1000", *AS_PUBLISHED)
+DOMAINS = ("APPS", "BigCodeBench", "DS1000", "GSM8K", *AS_PUBLISHED)
 
 
 # -- conversions (pure; tested on fixtures) -------------------------------------------------------
@@ -164,6 +166,24 @@ def prepare_ds1000(source: str | None, directory: str, scratch: str) -> list[str
     return [path]
 
 
+def prepare_gsm8k(source: str | None, directory: str, scratch: str) -> list[str]:
+    """The official train and test files, uncompressed, each checked by the GSM8K reader."""
+    from data.gsm8k import GSM8K
+
+    written = []
+    for split in ("train", "test"):
+        candidates = [os.path.join(source, f"{split}.jsonl{ending}") for ending in ("", ".gz")] if source else []
+        origin = next((path for path in candidates if os.path.exists(path)), None)
+        if source and origin is None:
+            raise DataError(source, None, f"no {split}.jsonl or {split}.jsonl.gz here")
+        target = os.path.join(directory, f"{split}.jsonl")
+        os.makedirs(directory, exist_ok=True)
+        _copy(origin or fetch(GSM8K_URL.format(split=split), scratch), target)
+        GSM8K().parse(target)
+        written.append(target)
+    return written
+
+
 def prepare_as_published(domain: str, source: str | None, directory: str, scratch: str) -> list[str]:
     written = []
     for url, name in AS_PUBLISHED[domain]:
@@ -184,7 +204,8 @@ def _copy(origin: str, target: str) -> None:
     os.replace(target + ".part", target)
 
 
-PREPARERS = {"APPS": prepare_apps, "BigCodeBench": prepare_bigcodebench, "DS1000": prepare_ds1000}
+PREPARERS = {"APPS": prepare_apps, "BigCodeBench": prepare_bigcodebench, "DS1000": prepare_ds1000,
+             "GSM8K": prepare_gsm8k}
 
 
 def prepare(domain: str, source: str | None, directory: str | None) -> list[str]:

@@ -1,4 +1,4 @@
-"""Typed records passed between stages (ARCHITECTURE.md, "Records"), and the sandbox's job and
+"""Typed records passed between stages (one JSONL line is one record), and the sandbox's job and
 result types: benchmark modules build `Job`s and read `Result`s without importing the sandbox."""
 from __future__ import annotations
 
@@ -9,7 +9,10 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Sequence
 
 GIB = 1024 ** 3
-STATUSES = ("passed", "failed", "timeout", "memory", "syntax_error", "runtime_error", "harness_error")
+# "tampered": only the hardened judge (training rewards) gives it: builtins or the tests' modules were
+# changed, or a value the tests got back was not plain data (evaluation/sandbox/hardening.py)
+STATUSES = ("passed", "failed", "timeout", "memory", "syntax_error", "runtime_error", "harness_error", "tampered",
+            "no_answer")  # no_answer: a math completion with no final answer to grade
 SAFE_ENV = {"LANG": "C.UTF-8", "LC_ALL": "C.UTF-8", "PYTHONHASHSEED": "0", "PYTHONDONTWRITEBYTECODE": "1",
             "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
             "MPLBACKEND": "Agg",
@@ -40,6 +43,7 @@ class Verdict:
     tests: list[str] = field(default_factory=list)  # per-test statuses, in order, as far as they ran
     error: str | None = None
     time: float = 0.0
+    hardened_rejected: bool | None = None  # a pass the hardened judge rejects (judging's `recheck`; None: not asked)
 
 
 def id_order(identifier) -> tuple:
@@ -68,7 +72,7 @@ def problem_from_record(record: dict, domain: str | None = None) -> Problem:
                    init_state=record.get("init_state", ""), test=test, meta=record.get("meta") or {})
 
 
-# -- the sandbox's jobs and results (evaluation/execution.py runs them) ---------------------------
+# -- the sandbox's jobs and results (the evaluation.sandbox package runs them) -------------------
 
 
 @dataclass
@@ -94,6 +98,10 @@ class Job:
     a program to them. A test passes when it raises nothing. With `run_program=False` the program
     is compiled (a failure is still syntax_error) but not run: the harness gets its code object as
     `__sandbox_program__` and runs it itself, e.g. once per standard-input test.
+    With `hardened` the child also checks that the program changed no builtin and no attribute of the
+    modules the sources (and `watch_modules`) import, and that the values the tests get back from the
+    program's functions are plain data, else the status is "tampered"; harnesses that call the program
+    themselves check their values with `__sandbox_returned__(value)` (present only then).
     """
 
     program: str
@@ -113,6 +121,8 @@ class Job:
     #                        exit, chdir), or "none"
     limits: Limits = field(default_factory=Limits)
     env: dict | None = None
+    hardened: bool = False  # the hardened judge of training rewards (evaluation/sandbox/hardening.py)
+    watch_modules: Sequence[str] = ()  # modules the tests use that no harness or test source imports
 
     def to_wire(self) -> dict:
         limits = asdict(self.limits)
@@ -129,7 +139,7 @@ class Job:
             else self.test_timeouts,
             "fail_fast": self.fail_fast, "run_as_main": self.run_as_main, "run_program": self.run_program,
             "guard": self.guard,
-            "limits": limits, "env": env,
+            "limits": limits, "env": env, "hardened": self.hardened, "watch_modules": list(self.watch_modules),
         }
 
 

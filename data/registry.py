@@ -1,164 +1,49 @@
-"""The benchmark registry: one module per benchmark, registered in one dict.
+"""The benchmark registry: one module per benchmark, listed in one table.
 
-A benchmark module knows everything about its benchmark: where its files live and how to read
-them into `Problem`s, the sandbox jobs that check a program, and how a `Result` becomes a
-`Verdict`. Stage scripts only call this interface; nothing switches on a domain name elsewhere.
+Each benchmark module subclasses `data.benchmark.Benchmark` and never imports this registry; the
+registry imports the modules and builds `BENCHMARKS` (name -> instance). Adding a benchmark is one
+import and one entry in `_CLASSES`. Stage scripts only call this interface; nothing switches on a
+domain name elsewhere.
 """
 from __future__ import annotations
 
-import os
+from data.apps import APPS
+from data.benchmark import Benchmark
+from data.bigcodebench import BigCodeBench
+from data.ds1000 import DS1000
+from data.gsm8k import GSM8K
+from data.hendrycks_math import MATH
+from data.humaneval import HumanEval, HumanEvalPlus
+from data.mbpp import MBPP, MBPPPlus
+from data.tinycode import TinyCode
+from data.tinymath import TinyMath
 
-from data.jsonl import DataError
-from data.records import Job, Problem, Result, Verdict
+__all__ = ["BENCHMARKS", "Benchmark", "domains", "get_benchmark"]
 
+_CLASSES: tuple[type[Benchmark], ...] = (
+    APPS,
+    BigCodeBench,
+    DS1000,
+    HumanEval,
+    HumanEvalPlus,
+    MBPP,
+    MBPPPlus,
+    TinyCode,
+    GSM8K,
+    MATH,
+    TinyMath,
+)
 
-class Benchmark:
-    """Base class; subclasses fill in the attributes and `parse`, `job` (and `prepare` when a
-    program's check needs something computed first, such as reference outputs)."""
-
-    name: str = ""
-    files: tuple[str, ...] = ()  # default file names under data/<name>/, first existing wins
-    stop_strings: tuple[str, ...] = ("```",)  # generation stops here (the code fence closes)
-    default_timeout: float = 20.0  # seconds for one program's whole run
-    binary: bool = True  # reward 0/1 (pass/fail) rather than the fraction of tests passed
-    eval_file: str | None = None  # the file evaluation reads when no --file is given (None: as load)
-
-    @property
-    def directory(self) -> str:
-        return os.path.join("data", self.name)
-
-    def resolve(self, directory: str | None = None, file: str | None = None) -> str:
-        """The data file: `--directory` and `--file` override `data/<Domain>/<default file>`."""
-        directory = directory or self.directory
-        if file:
-            return os.path.join(directory, file)
-        candidates = [os.path.join(directory, name) for name in self.files]
-        for path in candidates:
-            if os.path.exists(path):
-                return path
-        return candidates[0]
-
-    def load(self, directory: str | None = None, file: str | None = None) -> list[Problem]:
-        path = self.resolve(directory, file)
-        if not os.path.exists(path):
-            raise DataError(path, None, f"no {self.name} data file here (see README, 'Datasets')")
-        problems = read_problem_records(path, self.name) if is_problem_file(path) else self.parse(path)
-        seen: set[str] = set()
-        for problem in problems:
-            if problem.id in seen:
-                raise DataError(path, None, f"duplicate id {problem.id!r}")
-            seen.add(problem.id)
-        return problems
-
-    def parse(self, path: str) -> list[Problem]:
-        raise NotImplementedError
-
-    def user_message(self, problem: Problem) -> str:
-        """The user turn of the prompt (the benchmark's literal)."""
-        raise NotImplementedError(f"{self.name} has no prompt")
-
-    def response_prefix(self, problem: Problem, state: str) -> str:
-        """The start of the assistant turn, ending with the code so far (`state`)."""
-        raise NotImplementedError(f"{self.name} has no prompt")
-
-    # MCTS --use_thought (reference §1.3, "Thought variants"): the original's literals for BigCodeBench and
-    # APPS, used by every benchmark whose answer is a fenced script; DS1000 has its own.
-    think_request: str = "The script is not yet complete. How should we proceed to complete this script?"
-    think_prefix: str = "Let's think step by step about how to continue:\n"
-    act_request: str = "Based on these ideas, please provide a complete self-contained Python script to the problem."
-
-    def act_prefix(self, problem: Problem, state: str) -> str:
-        """The start of the assistant turn that writes the code after a thought."""
-        return ("Based on the ideas, below is a complete self-contained Python script that solves the problem and "
-                "realizes requested functionalities:\n```python\n" + state)
-
-    def extract_code(self, sample: str) -> str:
-        """The code in a raw sample that continues the response prefix."""
-        return sample.split("```")[0]
-
-    def load_error(self, problem: Problem) -> str | None:
-        """Why this problem cannot be judged (a test payload that did not parse, no tests), or None.
-        Evaluation counts such a problem as a failure, never drops it."""
-        return None
-
-    def close_sample(self, formatted_prompt: str, sample: str) -> str:
-        """A training target: the code sample followed by the marker that ends the answer (the
-        original's process_sample; here the closing fence)."""
-        return sample + "```"
-
-    def reference_program(self, problem: Problem) -> str:
-        """The benchmark's own solution as a whole program (for tests and benchmarks)."""
-        raise NotImplementedError
-
-    def prepare(self, problem: Problem, store: str, timeout: float | None = None) -> Job | None:
-        """A job whose result every program of this problem needs (None: nothing to prepare).
-        `store` is an empty directory for this problem's files, seen by the sandbox workers."""
-        return None
-
-    def job(self, problem: Problem, program: str, prepared: Result | None = None, store: str = "",
-            timeout: float | None = None) -> Job:
-        """The sandbox job that checks `program`; `prepared` is the result of `prepare`'s job."""
-        raise NotImplementedError
-
-    def verdict(self, problem: Problem, result: Result) -> Verdict:
-        tests = [test.status for test in result.tests]
-        if self.binary or not tests:
-            reward = 1.0 if result.status == "passed" else 0.0
-        else:
-            reward = sum(status == "passed" for status in tests) / len(tests)
-        return Verdict(reward, result.status, tests, result.error, result.time)
-
-
-PROBLEM_FIELDS = ("id", "prompt", "init_state", "test")
-
-
-def is_problem_file(path: str) -> bool:
-    """Whether `path` holds problems in our own record form ({id, prompt, init_state, test, ...}, as
-    `experiment.collect_grpo_data` writes them) rather than a benchmark's own layout."""
-    if not path.endswith((".jsonl", ".jsonl.gz")):
-        return False
-    from data.jsonl import DataError, read_jsonl
-
-    try:
-        for _, record in read_jsonl(path):
-            return all(name in record for name in PROBLEM_FIELDS)
-    except DataError:  # not one object per line (e.g. a JSON array): the benchmark's reader decides
-        return False
-    return False
-
-
-def read_problem_records(path: str, domain: str) -> list[Problem]:
-    """Problems in our own record form, every benchmark alike (the benchmark payload in `test`)."""
-    from data.jsonl import read_jsonl, require
-    from data.records import problem_from_record
-
-    problems = []
-    for line, record in read_jsonl(path):
-        require(record, PROBLEM_FIELDS, path, line)
-        problems.append(problem_from_record(record, domain))
-    return problems
-
-
-BENCHMARKS: dict[str, Benchmark] = {}
-
-
-def register(benchmark: Benchmark) -> Benchmark:
-    BENCHMARKS[benchmark.name] = benchmark
-    return benchmark
+BENCHMARKS: dict[str, Benchmark] = {cls.name: cls() for cls in _CLASSES}
 
 
 def get_benchmark(domain: str) -> Benchmark:
-    _load_modules()
+    """The benchmark named `domain` (as `--domain` spells it); an unknown name fails with the known ones."""
     if domain not in BENCHMARKS:
         raise ValueError(f"unknown domain {domain!r}; known: {', '.join(sorted(BENCHMARKS))}")
     return BENCHMARKS[domain]
 
 
 def domains() -> list[str]:
-    _load_modules()
+    """Every registered domain name, sorted."""
     return sorted(BENCHMARKS)
-
-
-def _load_modules() -> None:
-    # Imported here, not at the top, so that `data.registry` itself stays import-light.
-    from data import apps, bigcodebench, ds1000, humaneval, mbpp, tinycode  # noqa: F401

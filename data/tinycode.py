@@ -28,8 +28,9 @@ The tasks
     vocabulary is small and regular; the meaning lies in which blocks come in which order.
 
 Why it is hard in the right way
-    ENVIRONMENT.md measured that a 1.7M-parameter model learns fixed templates to 0.98 on held-out
-    parameter values in four CPU minutes, so difficulty must come from the task design:
+    A 1.7M-parameter model learns fixed templates to 0.98 on held-out parameter values in four CPU
+    minutes, as we measured on this project's CPU machine, so difficulty must come from the task
+    design:
       - held-out compositions: a seeded set of 18 block pairs (for seed 0 e.g. source "digits"
         with reducer "first", map "abs" with filter "div") never occur together in the train split;
         every test task contains at least one, the pairs taking turns. Each block is common in
@@ -62,63 +63,97 @@ import os
 import random
 import sys
 from dataclasses import dataclass, replace
+from typing import NamedTuple
 
+from data.benchmark import Benchmark
 from data.jsonl import DataError, read_jsonl, require, write_json, write_jsonl
 from data.records import Job, Problem
-from data.registry import Benchmark, register
 
 # -- building blocks ------------------------------------------------------------------------------
 
-# source -> (argument, sentence, loop lines: the header, then lines at loop-body depth)
+
+class Source(NamedTuple):
+    argument: str  # the function's parameter
+    sentence: str
+    loop: tuple[str, ...]  # the loop header, then lines at loop-body depth
+
+
+class Filter(NamedTuple):
+    sentence: str  # "{a}" stands for the parameter
+    condition: str
+
+
+class Map(NamedTuple):
+    sentence: str
+    value: str  # the new value of x
+
+
+class Reducer(NamedTuple):
+    name_part: str  # the function name's first word
+    sentence: str
+    init: str | None  # the line before the loop (None: none)
+    update: tuple[str, ...]  # lines for each kept x
+    final: str  # the line after the loop
+
+
+class Step(NamedTuple):
+    kind: str  # a key of FILTERS or MAPS
+    param: int | None  # its parameter, None when it takes none (or is not drawn yet)
+
+
+class StepCount(NamedTuple):
+    count: int  # steps per task
+    train_weight: int  # its weight when drawing a train task (0: never)
+    test_weight: int
+
+
 SOURCES = {
-    "list": ("xs", "Go through the numbers in the list xs.", ("for x in xs:",)),
-    "range": ("n", "Go through the numbers from 1 to n.", ("for x in range(1, n + 1):",)),
-    "digits": ("n", "Go through the digits of n (n is not negative).", ("for c in str(n):", "x = int(c)")),
+    "list": Source("xs", "Go through the numbers in the list xs.", ("for x in xs:",)),
+    "range": Source("n", "Go through the numbers from 1 to n.", ("for x in range(1, n + 1):",)),
+    "digits": Source("n", "Go through the digits of n (n is not negative).", ("for c in str(n):", "x = int(c)")),
 }
 # Near misses only: never a task's source, used to pick asserts that catch them.
-MISS_SOURCES = {"range0": ("n", "", ("for x in range(n):",)), "range1": ("n", "", ("for x in range(1, n):",))}
+MISS_SOURCES = {"range0": Source("n", "", ("for x in range(n):",)),
+                "range1": Source("n", "", ("for x in range(1, n):",))}
 NAME_PART = {"list": "", "range": "upto", "digits": "digit"}
 
-# filter -> (sentence, condition), "{a}" being its parameter
 FILTERS = {
-    "gt": ("Keep those greater than {a}.", "x > {a}"),
-    "lt": ("Keep those less than {a}.", "x < {a}"),
-    "even": ("Keep the even ones.", "x % 2 == 0"),
-    "odd": ("Keep the odd ones.", "x % 2 == 1"),
-    "div": ("Keep those divisible by {a}.", "x % {a} == 0"),
-    "ne": ("Skip those equal to {a}.", "x != {a}"),
-    "pos": ("Keep the positive ones.", "x > 0"),
-    "neg": ("Keep the negative ones.", "x < 0"),
+    "gt": Filter("Keep those greater than {a}.", "x > {a}"),
+    "lt": Filter("Keep those less than {a}.", "x < {a}"),
+    "even": Filter("Keep the even ones.", "x % 2 == 0"),
+    "odd": Filter("Keep the odd ones.", "x % 2 == 1"),
+    "div": Filter("Keep those divisible by {a}.", "x % {a} == 0"),
+    "ne": Filter("Skip those equal to {a}.", "x != {a}"),
+    "pos": Filter("Keep the positive ones.", "x > 0"),
+    "neg": Filter("Keep the negative ones.", "x < 0"),
 }
-# map -> (sentence, new value of x)
 MAPS = {
-    "mul": ("Multiply each by {a}.", "x * {a}"),
-    "add": ("Add {a} to each.", "x + {a}"),
-    "sub": ("Subtract {a} from each.", "x - {a}"),
-    "sq": ("Square each.", "x * x"),
-    "abs": ("Replace each by its absolute value.", "abs(x)"),
-    "mod": ("Replace each by its remainder modulo {a}.", "x % {a}"),
-    "negate": ("Negate each.", "-x"),
+    "mul": Map("Multiply each by {a}.", "x * {a}"),
+    "add": Map("Add {a} to each.", "x + {a}"),
+    "sub": Map("Subtract {a} from each.", "x - {a}"),
+    "sq": Map("Square each.", "x * x"),
+    "abs": Map("Replace each by its absolute value.", "abs(x)"),
+    "mod": Map("Replace each by its remainder modulo {a}.", "x % {a}"),
+    "negate": Map("Negate each.", "-x"),
 }
-# reducer -> (name part, sentence, first line, lines for each kept x, last line)
 REDUCERS = {
-    "sum": ("sum", "Return their sum.", "total = 0", ("total += x",), "return total"),
-    "count": ("count", "Return how many there are.", "count = 0", ("count += 1",), "return count"),
-    "list": ("collect", "Return them as a list.", "result = []", ("result.append(x)",), "return result"),
-    "max": ("largest", "Return the largest, or None if there are none.", "best = None",
-            ("if best is None or x > best:", "    best = x"), "return best"),
-    "min": ("smallest", "Return the smallest, or None if there are none.", "best = None",
-            ("if best is None or x < best:", "    best = x"), "return best"),
-    "first": ("first", "Return the first, or None if there are none.", None, ("return x",), "return None"),
-    "last": ("last", "Return the last, or None if there are none.", "last = None", ("last = x",),
-             "return last"),
+    "sum": Reducer("sum", "Return their sum.", "total = 0", ("total += x",), "return total"),
+    "count": Reducer("count", "Return how many there are.", "count = 0", ("count += 1",), "return count"),
+    "list": Reducer("collect", "Return them as a list.", "result = []", ("result.append(x)",), "return result"),
+    "max": Reducer("largest", "Return the largest, or None if there are none.", "best = None",
+                   ("if best is None or x > best:", "    best = x"), "return best"),
+    "min": Reducer("smallest", "Return the smallest, or None if there are none.", "best = None",
+                   ("if best is None or x < best:", "    best = x"), "return best"),
+    "first": Reducer("first", "Return the first, or None if there are none.", None, ("return x",), "return None"),
+    "last": Reducer("last", "Return the last, or None if there are none.", "last = None", ("last = x",),
+                    "return last"),
 }
 # Near misses of the None cases: the classic bugs a model makes when it forgets them.
 MISS_REDUCERS = {
-    "max0": ("", "", "best = 0", ("if x > best:", "    best = x"), "return best"),
-    "min0": ("", "", "best = 0", ("if x < best:", "    best = x"), "return best"),
-    "first0": ("", "", None, ("return x",), "return 0"),
-    "last0": ("", "", "last = 0", ("last = x",), "return last"),
+    "max0": Reducer("", "", "best = 0", ("if x > best:", "    best = x"), "return best"),
+    "min0": Reducer("", "", "best = 0", ("if x < best:", "    best = x"), "return best"),
+    "first0": Reducer("", "", None, ("return x",), "return 0"),
+    "last0": Reducer("", "", "last = 0", ("last = x",), "return last"),
 }
 # parameter ranges; a seeded fifth of each is held out of the train split
 PARAM_RANGES = {"gt": (-5, 25), "lt": (-5, 25), "ne": (-5, 25), "div": (2, 9), "mod": (2, 9), "mul": (2, 9),
@@ -126,8 +161,8 @@ PARAM_RANGES = {"gt": (-5, 25), "lt": (-5, 25), "ne": (-5, 25), "div": (2, 9), "
 HELD_OUT_VALUE_FRACTION = 0.2
 # held-out block pairs per kind of pair: what the test split recombines
 HELD_OUT_PAIRS = {("source", "reducer"): 3, ("source", "step"): 4, ("step", "reducer"): 6, ("step", "step"): 5}
-# steps per task: (count, weight in train, weight in test); train never has four steps
-STEP_COUNTS = ((1, 3, 1), (2, 5, 3), (3, 4, 3), (4, 0, 9))
+# steps per task and how often each count is drawn; train never has four steps
+STEP_COUNTS = (StepCount(1, 3, 1), StepCount(2, 5, 3), StepCount(3, 4, 3), StepCount(4, 0, 9))
 MAX_LINES = 10
 MIN_ASSERTS, MAX_ASSERTS = 6, 9
 TRIES = 8  # parameter draws per structure, and test structures per held-out pair and turn
@@ -136,7 +171,7 @@ TRIES = 8  # parameter draws per structure, and test structures per held-out pai
 @dataclass(frozen=True)
 class Composition:
     source: str
-    steps: tuple[tuple[str, int | None], ...]  # (kind, parameter or None)
+    steps: tuple[Step, ...]
     reducer: str
 
     @property
@@ -149,12 +184,12 @@ class Composition:
 
     @property
     def name(self) -> str:
-        parts = [REDUCERS[self.reducer][0], NAME_PART[self.source]] + [kind for kind, _ in self.steps]
+        parts = [REDUCERS[self.reducer].name_part, NAME_PART[self.source]] + [kind for kind, _ in self.steps]
         return "_".join(part for part in parts if part)
 
     @property
     def argument(self) -> str:
-        return {**SOURCES, **MISS_SOURCES}[self.source][0]
+        return {**SOURCES, **MISS_SOURCES}[self.source].argument
 
 
 def block_pairs(blocks: list[str]) -> list[tuple[str, str]]:
@@ -170,10 +205,10 @@ def _fill(text: str, param: int | None) -> str:
 
 
 def prompt(comp: Composition) -> str:
-    sentences = [f"Write a Python function `{comp.name}({comp.argument})`.", SOURCES[comp.source][1]]
+    sentences = [f"Write a Python function `{comp.name}({comp.argument})`.", SOURCES[comp.source].sentence]
     for kind, param in comp.steps:
-        sentences.append(_fill((FILTERS.get(kind) or MAPS[kind])[0], param))
-    sentences.append(REDUCERS[comp.reducer][1])
+        sentences.append(_fill((FILTERS.get(kind) or MAPS[kind]).sentence, param))
+    sentences.append(REDUCERS[comp.reducer].sentence)
     return " ".join(sentences)
 
 
@@ -184,19 +219,19 @@ def signature(comp: Composition, name: str | None = None) -> str:
 def program(comp: Composition, name: str | None = None) -> str:
     """The reference solution: one loop, one line per step, filters nesting what follows.
     `name` replaces the function's own (a near miss called by its reference's asserts)."""
-    _, _, init, update, final = {**REDUCERS, **MISS_REDUCERS}[comp.reducer]
-    header, *body = {**SOURCES, **MISS_SOURCES}[comp.source][2]
-    lines = [signature(comp, name)] + ([f"    {init}"] if init else []) + [f"    {header}"]
+    reducer = {**REDUCERS, **MISS_REDUCERS}[comp.reducer]
+    header, *body = {**SOURCES, **MISS_SOURCES}[comp.source].loop
+    lines = [signature(comp, name)] + ([f"    {reducer.init}"] if reducer.init else []) + [f"    {header}"]
     lines += [f"        {line}" for line in body]
     indent = "        "
     for kind, param in comp.steps:
         if kind in FILTERS:
-            lines.append(f"{indent}if {_fill(FILTERS[kind][1], param)}:")
+            lines.append(f"{indent}if {_fill(FILTERS[kind].condition, param)}:")
             indent += "    "
         else:
-            lines.append(f"{indent}x = {_fill(MAPS[kind][1], param)}")
-    lines += [indent + line for line in update]
-    lines.append(f"    {final}")
+            lines.append(f"{indent}x = {_fill(MAPS[kind].value, param)}")
+    lines += [indent + line for line in reducer.update]
+    lines.append(f"    {reducer.final}")
     return "\n".join(lines) + "\n"
 
 
@@ -218,13 +253,13 @@ def near_misses(comp: Composition) -> list[Composition]:
         kind, param = steps[index]
         if param is not None:
             for delta in (-1, 1):
-                misses.append(replace(comp, steps=steps[:index] + ((kind, param + delta),) + steps[index + 1:]))
+                misses.append(replace(comp, steps=steps[:index] + (Step(kind, param + delta),) + steps[index + 1:]))
         swapped = {"gt": "lt", "lt": "gt", "even": "odd", "odd": "even", "pos": "neg", "neg": "pos"}.get(kind)
         if swapped:
-            misses.append(replace(comp, steps=steps[:index] + ((swapped, param),) + steps[index + 1:]))
+            misses.append(replace(comp, steps=steps[:index] + (Step(swapped, param),) + steps[index + 1:]))
     for index in range(len(steps) - 1):
         # two filters commute, so swapping them is no miss
-        if steps[index][0] not in FILTERS or steps[index + 1][0] not in FILTERS:
+        if steps[index].kind not in FILTERS or steps[index + 1].kind not in FILTERS:
             order = steps[:index] + (steps[index + 1], steps[index]) + steps[index + 2:]
             misses.append(replace(comp, steps=order))
     misses += [replace(comp, reducer=reducer) for reducer in REDUCERS if reducer != comp.reducer]
@@ -330,10 +365,10 @@ def held_out_pairs(rng: random.Random) -> list[tuple[str, str]]:
 def random_structure(rng: random.Random, split: str = "train") -> Composition:
     """A composition with its parameters still unset (None)."""
     source = rng.choice(list(SOURCES))
-    weights = [weight for _, weight, _ in STEP_COUNTS] if split == "train" else [w for *_, w in STEP_COUNTS]
-    count = rng.choices([count for count, *_ in STEP_COUNTS], weights)[0]
+    weights = [steps.train_weight if split == "train" else steps.test_weight for steps in STEP_COUNTS]
+    count = rng.choices([steps.count for steps in STEP_COUNTS], weights)[0]
     kinds = [rng.choice([*FILTERS, *MAPS]) for _ in range(count)]
-    return Composition(source, tuple((kind, None) for kind in kinds), rng.choice(list(REDUCERS)))
+    return Composition(source, tuple(Step(kind, None) for kind in kinds), rng.choice(list(REDUCERS)))
 
 
 def with_parameters(structure: Composition, rng: random.Random, excluded: dict[str, list[int]]) -> Composition:
@@ -343,7 +378,7 @@ def with_parameters(structure: Composition, rng: random.Random, excluded: dict[s
         if kind in PARAM_RANGES:
             low, high = PARAM_RANGES[kind]
             param = rng.choice([v for v in range(low, high + 1) if v not in excluded.get(kind, ())])
-        steps.append((kind, param))
+        steps.append(Step(kind, param))
     return replace(structure, steps=tuple(steps))
 
 
@@ -378,7 +413,7 @@ def containing(pair: tuple[str, str], rng: random.Random) -> Composition:
         kinds.append(rng.choice([*FILTERS, *MAPS]))
     for place, kind in zip(rng.sample(range(len(kinds)), len(forced)), forced):
         kinds[place] = kind
-    return Composition(source, tuple((kind, None) for kind in kinds), reducer)
+    return Composition(source, tuple(Step(kind, None) for kind in kinds), reducer)
 
 
 def _sample(rng, count, split, draws, excluded, held_pairs, seen) -> list[dict]:
@@ -519,9 +554,6 @@ class TinyCode(Benchmark):
     def job(self, problem, program, prepared=None, store="", timeout=None) -> Job:
         return Job(program, tests=list(problem.test["tests"]), timeout=timeout or self.default_timeout,
                    guard="strict")
-
-
-register(TinyCode())
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -23,7 +23,7 @@ import sys
 from dataclasses import asdict, dataclass
 from typing import Sequence
 
-from data.jsonl import DataError, read_jsonl
+from data.jsonl import DataError, read_unique
 from evaluation.metrics import STRICT_THRESHOLD
 
 RESAMPLES = 10000
@@ -52,7 +52,7 @@ def problem_scores(path: str, metric: str = "strict") -> dict[str, float]:
     """{problem id: score} from an evaluation's verified records (or its results file)."""
     source = verified_path(path)
     scores = {}
-    for line, record in read_jsonl(source):
+    for line, record in read_unique(source):
         if "id" not in record or not isinstance(record.get("rewards", []), list):
             raise DataError(source, line, "field 'id' or 'rewards' missing: not an evaluation's verified record")
         rewards = [float(value) for value in record.get("rewards") or []]

@@ -29,7 +29,7 @@ from data.records import Problem, Result
 from data.registry import get_benchmark
 
 if TYPE_CHECKING:
-    from evaluation.execution import Sandbox
+    from evaluation.sandbox import Sandbox
 
 logger = logging.getLogger(__name__)
 
@@ -129,7 +129,7 @@ def check_environment(problems: Mapping[str, Iterable[Problem]], exec_python: st
 def _own_sandboxes(stack: ExitStack, exec_python: str | Mapping[str, str] | None,
                    workers: int) -> Callable[[str], "Sandbox"]:
     """A sandbox per interpreter, started on first use and closed with `stack`."""
-    from evaluation.execution import Sandbox
+    from evaluation.sandbox import Sandbox
 
     started: dict[str | None, Sandbox] = {}
 
@@ -147,6 +147,8 @@ def _programs(domain: str, selected: Iterable[Problem], count: int) -> list[tupl
     record without its reference (GRPO data keeps only the test payload) gets its starter code with
     an empty body: it fails its tests, but a missing module still shows in how it fails."""
     benchmark, chosen = get_benchmark(domain), []
+    if not getattr(benchmark, "needs_sandbox", True):  # math: graded without running anything
+        return chosen
     for problem in selected:
         if len(chosen) == count:
             break
@@ -161,7 +163,7 @@ def _programs(domain: str, selected: Iterable[Problem], count: int) -> list[tupl
 
 
 def _run(items: Sequence[tuple[Problem, str, "Sandbox"]], timeout: float | None) -> list[Result]:
-    """The result of each (problem, program, sandbox), on the path `evaluation.verifier.verify` takes:
+    """The result of each (problem, program, sandbox), on the path `evaluation.judging.verify` takes:
     every preparation submitted at once, then each program as its preparation finishes (a failed
     preparation is the result: a missing module shows there too), the stores removed at the end.
     A SandboxError (the sandbox cannot run) is raised, not turned into a status."""

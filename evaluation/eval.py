@@ -9,12 +9,24 @@ Writes  under output/<domain>_results/<Common|MCTS>/<policy slug>/ (lower-case d
                                  strict_acc_ci95, pass@k, samples and tokens per problem, statuses
         the reward model's slug, class and type in the names (runs with other RMs never collide), and
         <file>.args.json beside each. Resumes by id at both phases. A problem that cannot be judged (a
-        test payload that does not parse) or whose generation fails counts as a failure.
+        test payload that does not parse) or whose generation fails counts as a failure; an engine that
+        fails (a vLLM replica that dies, hangs or errors) stops the run (exit 1), nothing written for its call.
 
     python -m evaluation.eval --method Common --domain TinyCode --backend models/ckpts/tiny-coder --n 4
+    python -m evaluation.eval --method SC --domain TinyMath --backend models/ckpts/tiny-math --num_sample 8 \
+        [--vote weighted --rm_backend rms/ckpts/tiny-math-value]
+    python -m evaluation.eval --method MCTS_STAR --domain TinyMath --backend models/ckpts/tiny-math \
+        --rm_backend rms/ckpts/tiny-math-value [--vote weighted] [--mode evaluate --iteration_limit 100 ...]
     python -m evaluation.eval --method MCTS --domain APPS --backend Qwen/Qwen2.5-Coder-7B-Instruct \
         --rm_backend rms/ckpts/vm/1 --rm_class transformers_scalar --rm_type prm \
         --iteration_limit 15 --num_sample 5 --num_decision 5 --exploration_constant 0.1 --eps 0.1
+
+SC (self-consistency): `--n` answers per problem, each the vote over `--num_sample` samples: a majority over
+final answers, or with `--vote weighted` votes weighted by the value model's score of each complete solution
+(evaluation/voting.py: math answers are equal as numbers, programs as normalized text). MCTS_STAR: `--n` MCTS*
+searches per problem (experiment/mcts_star_batch.py, `--mode evaluate` settings unless given), the answer the
+answer-giving leaf of highest value, or with `--vote weighted` the value-weighted vote over those leaves. Every
+results row reports `completion_tokens_per_problem` (generated tokens) beside `tokens_per_problem`.
 
 Shards: run each `--num_shards N --shard_id i`, merge the completions files with
 `python -m experiment.merge_shards <completions path> --num_shards N`, then run the same command
@@ -31,13 +43,13 @@ import sys
 from collections import Counter
 from contextlib import ExitStack
 
-from data.jsonl import DataError, JsonlAppender, read_done, write_json, write_jsonl
+from data.jsonl import JsonlAppender, output_lock, read_done, write_json, write_jsonl
 from data.records import Problem
 from data.registry import get_benchmark
-from evaluation import env_check
-from evaluation import verify as verify_stage
-from evaluation.execution import Sandbox, SandboxError
+from evaluation.baselines import self_consistency, star_answers
 from evaluation.metrics import STRICT_THRESHOLD, pass_at_k, summarize
+from evaluation.sandbox import Sandbox
+from evaluation.verify import BackgroundVerifier, verify_arguments, verify_file
 from experiment import paths
 from experiment.common import (
     GENERATION_RESULT_ARGS,
@@ -48,24 +60,41 @@ from experiment.common import (
     backend_from_args,
     check_run_args,
     idx_list,
+    items_per_call,
     local_model_path,
     plan_devices,
     plan_run,
     problem_seed,
+    search_batching,
     stop_strings,
 )
+from experiment.mcts_star_batch import add_star_args, fill_mode_settings
+from experiment.stage import checked_sandbox, stage_main
+from models.errors import EngineError
 from prompts import format_prompt, formatted_completion
 
 logger = logging.getLogger("evaluation.eval")
 RESULT_ARGS = (*GENERATION_RESULT_ARGS, *SEARCH_RESULT_ARGS, "method", "n", "rm_backend", "rm_class", "rm_type",
                "max_length")
+STAR_ARGS = ("vote", "mode", "branch", "roll_forward_steps", "end_gate", "inf", "alpha", "max_depth")
 PASS_KS = (1, 2, 5, 10, 20, 50, 100)
+VOTES = {"SC": ("majority", "weighted"), "MCTS_STAR": ("best", "weighted")}  # the first: the default
+
+
+def result_args(method: str) -> tuple[str, ...]:
+    """The arguments a resumed run must share with the earlier one (the voting methods' settings besides)."""
+    return (*RESULT_ARGS, *STAR_ARGS) if method in VOTES else RESULT_ARGS
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--method", default="Common", choices=("Common", "MCTS"))
+    parser.add_argument("--method", default="Common", choices=("Common", "MCTS", "SC", "MCTS_STAR"),
+                        help="Common: samples (best-of-num_sample with --rm_backend); MCTS: VM-MCTS over lines; SC: "
+                             "self-consistency over num_sample samples; MCTS_STAR: ReST-MCTS*'s search")
+    parser.add_argument("--vote", default=None, choices=("majority", "weighted", "best"),
+                        help="SC: majority (default) or weighted by the value model; MCTS_STAR: best (the leaf of "
+                             "highest value, default) or weighted (value-weighted vote over answer-giving leaves)")
     add_problem_args(parser, domain="APPS")
     add_generation_args(parser, n_default=1)
     parser.add_argument("--rm_backend", default=None,
@@ -77,28 +106,47 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="MCTS: prm = VM-MCTS (the model values every new node), orm = ORM-MCTS")
     parser.add_argument("--max_length", type=int, default=2048, help="reward model input tokens")
     add_search_args(parser, "MCTS (and best-of-N's --num_sample)", iteration_limit=15, exploration_constant=0.1)
+    add_star_args(parser, mode="evaluate")
     parser.add_argument("--policy_device", default=None,
                         help="policy device: hf engine (default cuda when visible); vLLM: cuda:K puts it on GPU K only")
     parser.add_argument("--rm_device", default=None,
                         help="reward model device (default: hf engine, the policy's; vLLM, the placement rule below)")
-    parser.add_argument("--max_active", type=int, default=16, help="MCTS: problems searched at once")
-    parser.add_argument("--chunk_size", type=int, default=16, help="Common: problems per generation call")
+    parser.add_argument("--max_active", type=int, default=None,
+                        help="MCTS: problems searched at once (default: two cohorts of at least 256 sequences per "
+                             "vLLM engine per round; 16 with the hf engine)")
+    parser.add_argument("--chunk_size", type=int, default=None,
+                        help="Common: problems per generation call (default: at least 256 sequences per vLLM "
+                             "engine; 16 with the hf engine); each chunk is judged while the next is sampled")
     parser.add_argument("--output_dir", default=None, help="default output/<domain>_results/<method>/<slug>")
     args = parser.parse_args(argv)
     args.idx_list = idx_list(args.idx_list)
     args.device = args.policy_device or args.device
-    if args.method == "MCTS" and not args.rm_backend:
-        parser.error("--method MCTS needs --rm_backend (the value model, or an ORM with --rm_type orm)")
+    if args.method == "MCTS_STAR":
+        fill_mode_settings(args)
+    else:  # the line MCTS's defaults (add_star_args left them None)
+        args.iteration_limit = 15 if args.iteration_limit is None else args.iteration_limit
+        args.exploration_constant = 0.1 if args.exploration_constant is None else args.exploration_constant
+    if args.method in VOTES:
+        args.vote = args.vote or VOTES[args.method][0]
+        if args.vote not in VOTES[args.method]:
+            parser.error(f"--method {args.method} votes by {' or '.join(VOTES[args.method])}, not {args.vote}")
+    elif args.vote:
+        parser.error(f"--vote is for --method SC or MCTS_STAR, not {args.method}")
+    if args.method in ("MCTS", "MCTS_STAR") and not args.rm_backend or args.vote == "weighted" and not args.rm_backend:
+        parser.error(f"--method {args.method} needs --rm_backend (the value model, or an ORM with --rm_type orm)")
     return args
 
 
 def output_paths(args: argparse.Namespace) -> dict[str, str]:
     directory = args.output_dir or paths.eval_dir(args.domain, args.method, args.backend)
-    search = {name: getattr(args, name) for name in ("time_limit", "iteration_limit", "num_decision",
-                                                     "exploration_constant", "eps")}
+    names = ("mode", "time_limit", "iteration_limit", "branch", "exploration_constant", "roll_forward_steps",
+             "end_gate", "inf", "alpha", "max_depth") if args.method == "MCTS_STAR" else \
+        ("time_limit", "iteration_limit", "num_decision", "exploration_constant", "eps")
+    search = {name: getattr(args, name) for name in names}
     return {kind: paths.shard_path(os.path.join(directory, paths.eval_name(
         kind, args.temperature, args.max_tokens, args.n, args.method, args.rm_backend, args.rm_class, args.rm_type,
-        args.num_sample, search)), args.shard_id, args.num_shards) for kind in ("completions", "verified", "results")}
+        args.num_sample, search, args.vote)), args.shard_id, args.num_shards)
+        for kind in ("completions", "verified", "results")}
 
 
 # -- answers ----------------------------------------------------------------------------------------------
@@ -160,18 +208,23 @@ class Answerer:
                 answer["token_usage"] += usage(output, len(programs))
         return answers
 
+    def answers(self, problems: list[Problem]) -> list[dict]:
+        """The answers of one chunk: self-consistency's for SC, else plain sampling or best-of-N."""
+        return self_consistency(self, problems) if self.args.method == "SC" else self.common(problems)
+
     def mcts(self, problems: list[Problem], on_done) -> None:
         """n searches per problem (VM-MCTS or ORM-MCTS); the answer of each is its best-scored program."""
         from experiment.mcts_batch import SearchConfig, run_searches
 
         args = self.args
         answers = {problem.id: {"completions": [], "samples": 0, "token_usage": Counter()} for problem in problems}
+        max_active, cohorts = search_batching(self.policy, args.max_active, args.num_sample)
         for round_index in range(args.n):
             config = SearchConfig(domain=args.domain, num_sample=args.num_sample, num_decision=args.num_decision,
                                   exploration_constant=args.exploration_constant, eps=args.eps,
                                   iteration_limit=args.iteration_limit, time_limit=args.time_limit,
                                   temperature=args.temperature, max_tokens=args.max_tokens, stop=self.stop,
-                                  rm_type=args.rm_type, max_active=args.max_active,
+                                  rm_type=args.rm_type, max_active=max_active, cohorts=cohorts,
                                   seed=problem_seed(args.seed, "mcts", str(round_index)),
                                   seed_per_prompt=self.policy.batches_seeded_prompts)
 
@@ -187,7 +240,10 @@ class Answerer:
                          score=self.scorer.score, on_done=finished)
 
 
-def answer_all(args: argparse.Namespace, todo: list[Problem], output: str) -> None:
+def answer_all(args: argparse.Namespace, todo: list[Problem], output: str,
+               verifier: BackgroundVerifier | None = None) -> None:
+    """Answer `todo` into `output`; with `verifier`, each Common chunk's programs are judged while the next
+    chunk is sampled."""
     from tqdm import tqdm
 
     benchmark = get_benchmark(args.domain)
@@ -206,24 +262,34 @@ def answer_all(args: argparse.Namespace, todo: list[Problem], output: str) -> No
                 write(problem, {"completions": [], "samples": 0, "token_usage": {}}, f"cannot be judged: {error}")
             else:
                 loadable.append(problem)
-        if args.method == "MCTS":
-            answerer.mcts(loadable, write)
+        if args.method in ("MCTS", "MCTS_STAR"):
+            answerer.mcts(loadable, write) if args.method == "MCTS" else star_answers(answerer, loadable, write)
             return
-        for start in range(0, len(loadable), args.chunk_size):
-            chunk = loadable[start:start + args.chunk_size]
+        # sequences a call asks for
+        per_problem = args.num_sample if answerer.scorer is not None or args.method == "SC" else args.n
+        chunk_size = args.chunk_size or items_per_call(answerer.policy, per_problem, 16)
+        for start in range(0, len(loadable), chunk_size):
+            chunk = loadable[start:start + chunk_size]
             try:
-                answers = answerer.common(chunk)
+                answers = answerer.answers(chunk)
+            except EngineError:  # the engine itself failed: the run stops, nothing of this chunk is written
+                raise
             except Exception:  # find the problem that fails; the others are answered alone
                 logger.exception("generation failed for a chunk; answering its problems one by one")
                 answers = [answer_alone(answerer, problem) for problem in chunk]
             for problem, answer in zip(chunk, answers):
                 write(problem, answer, answer.pop("error", None))
+            if verifier is not None:
+                verifier.submit([(problem, answer["completions"]) for problem, answer in zip(chunk, answers)])
 
 
 def answer_alone(answerer: Answerer, problem: Problem) -> dict:
-    """One problem's answers; a problem whose generation raises becomes a failure with its error."""
+    """One problem's answers; a problem whose generation raises becomes a failure with its error, except
+    an `EngineError` (the engine, not the problem, failed), which stops the run."""
     try:
-        return answerer.common([problem])[0]
+        return answerer.answers([problem])[0]
+    except EngineError:
+        raise
     except Exception as exc:
         return {"completions": [], "samples": 0, "token_usage": {}, "error": f"generation failed: {exc}"}
 
@@ -258,57 +324,57 @@ def results_record(answers: list[dict], verified: dict[str, dict], seed: int) ->
             "tokens_per_problem": sum(sum(answer["token_usage"].values()) for answer in answers) / count,
             "completion_tokens_per_problem": sum(answer["token_usage"].get("completion", 0)
                                                  for answer in answers) / count,
-            "statuses": dict(statuses)}
+            "statuses": dict(statuses),
+            # passes of the official verdicts that the hardened judge (training rewards) rejects
+            "hardened_rejected": sum(sum(verified[answer["id"]].get("hardened_rejected") or [])
+                                     for answer in answers if answer["init_succeeded"])}
+
+
+def verified_arguments(args: argparse.Namespace, outputs: dict[str, str]) -> dict:
+    return verify_arguments(args.domain, outputs["completions"], directory=args.directory, file=args.file,
+                            output=outputs["verified"], timeout=args.timeout, workers=args.workers,
+                            exec_python=args.exec_python)
 
 
 def verify_answers(args: argparse.Namespace, outputs: dict[str, str], sandbox: Sandbox | None) -> dict[str, dict]:
     """The verified record of every answer, judged in `sandbox` (None: verify starts one if it has work)."""
-    namespace = argparse.Namespace(domain=args.domain, directory=args.directory, file=args.file,
-                                   input=outputs["completions"], output=outputs["verified"], timeout=args.timeout,
-                                   workers=args.workers, exec_python=args.exec_python, check_ground_truth=False,
-                                   exclude_failed_ground_truth=None)
-    _, records = verify_stage.run(namespace, sandbox)
+    _, records = verify_file(args.domain, outputs["completions"], directory=args.directory, file=args.file,
+                             output=outputs["verified"], timeout=args.timeout, workers=args.workers,
+                             exec_python=args.exec_python, sandbox=sandbox)
     return {str(record["id"]): record for record in records}
 
 
-def main(argv=None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    args = parse_args(argv)
+def evaluate(args: argparse.Namespace) -> None:
+    """Answer the problems not yet answered, verify every answer, score them; prints the results line."""
     outputs = output_paths(args)
-    try:
-        check_run_args(args)
-        args.file = args.file or (get_benchmark(args.domain).eval_file if not args.directory else None)
-        problems, done = plan_run(args, outputs["completions"], RESULT_ARGS)
-    except (DataError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    todo = [problem for problem in problems if problem.id not in done]
-    logger.info("%s %s: %d problems to answer, %d already answered", args.method, args.domain, len(todo), len(done))
-    try:
+    check_run_args(args)
+    args.file = args.file or (get_benchmark(args.domain).eval_file if not args.directory else None)
+    # one run per output: held from before the resume read to the results (verify locks its own file)
+    with output_lock(outputs["completions"]):
+        problems, done = plan_run(args, outputs["completions"], result_args(args.method))
+        todo = [problem for problem in problems if problem.id not in done]
+        logger.info("%s %s: %d problems to answer, %d already answered", args.method, args.domain, len(todo),
+                    len(done))
         with ExitStack() as stack:
             # one sandbox for the check and the verification; the check before any model time (none is spent
-            # when every problem is answered): a missing module is no silent 0
-            sandbox = stack.enter_context(Sandbox(workers=args.workers, exec_python=args.exec_python)) if todo else None
-            refusal = env_check.run_check(args, problems, sandbox) if todo else None
-            if refusal:
-                print(refusal, file=sys.stderr)
-                return 2
-            if todo:
+            # when every problem is answered)
+            sandbox = stack.enter_context(checked_sandbox(args, problems)) if todo else None
+            if todo and args.method == "Common":  # each chunk judged while the next is sampled
+                with BackgroundVerifier(sandbox, get_benchmark(args.domain), outputs["verified"],
+                                        verified_arguments(args, outputs), args.timeout) as verifier:
+                    answer_all(args, todo, outputs["completions"], verifier)
+            elif todo:
                 answer_all(args, todo, outputs["completions"])
-            answers = read_done(outputs["completions"], vars(args), RESULT_ARGS)
+            answers = read_done(outputs["completions"], vars(args), result_args(args.method))
             verified = verify_answers(args, outputs, sandbox)
-    except (DataError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except SandboxError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    ordered = [answers[problem.id] for problem in problems]
-    results = results_record(ordered, verified, args.seed)
-    write_jsonl(outputs["results"], [results])
-    write_json(outputs["results"] + ".args.json", vars(args))
+        results = results_record([answers[problem.id] for problem in problems], verified, args.seed)
+        write_jsonl(outputs["results"], [results])
+        write_json(outputs["results"] + ".args.json", vars(args))
     print(json.dumps({key: results[key] for key in results if key != "statuses"}))
-    return 0
+
+
+def main(argv=None) -> int:
+    return stage_main(evaluate, parse_args(argv))
 
 
 if __name__ == "__main__":

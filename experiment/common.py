@@ -1,6 +1,6 @@
 """What the sampling, tree-search and evaluation stages share: their command-line arguments, which
-problems a run (or one shard of it) covers, per-problem seeds, the backend, and the run skeleton
-(what is left to do, resume, arguments beside the output, exit codes).
+problems a run (or one shard of it) covers, per-problem seeds, the backend, and what a run has left to do
+(resume, arguments beside the output); the run itself and its exit codes are `experiment.stage`.
 
     problems = select_problems(benchmark.load(args.directory, args.file), args.idx_list,
                                args.num_shards, args.shard_id)
@@ -13,14 +13,12 @@ import hashlib
 import logging
 import os
 import re
-import sys
 from typing import Sequence
 
 from data.jsonl import DataError, read_done, write_json
 from data.records import Problem
 from data.registry import get_benchmark
 from evaluation import env_check
-from evaluation.execution import Sandbox, SandboxError
 from models.gpu_plan import (
     DEFAULT_MEMORY_UTILIZATION,
     PLACEMENT_RULE,
@@ -36,7 +34,7 @@ from models.gpu_plan import (
 logger = logging.getLogger(__name__)
 
 
-# -- argument parsing (the original's list and kwargs rules, §0) ------------------------------------
+# -- argument parsing (the original's list and kwargs rules) ----------------------------------------
 
 def int_or_float(text: str) -> int | float:
     """`1` -> 1 (a count), `1.0` or `0.5` -> a float (a ratio)."""
@@ -206,16 +204,33 @@ def local_model_path(name: str) -> str:
     return name
 
 
+def local_engine(args: argparse.Namespace) -> str:
+    """hf or vllm for --engine: auto asks `resolve_engine` (vLLM when installed and a GPU torch can use is
+    visible; GPUs it cannot use stop the run), except with --device cpu, an explicit request for the CPU."""
+    from models.generation import resolve_engine
+
+    if args.engine == "auto" and (args.device or "").startswith("cpu"):
+        return "hf"
+    return resolve_engine(args.engine)
+
+
+def rm_trusts_remote_code(rm_class: str | None) -> bool:
+    """Whether the reward model class loads the checkpoint's own code (intern, qwen, generalizable), so
+    that the planner reads its config as its loader does."""
+    from rms.value_models import value_model_classes
+
+    return bool(getattr(value_model_classes().get(rm_class or ""), "trust_remote_code", False))
+
+
 def plan_devices(args: argparse.Namespace, rm_path: str | None = None) -> Placement:
     """Where the policy and the reward model (at `rm_path`, if any) go (models/gpu_plan.py). The hf
     engine uses --device and puts the reward model on --rm_device or the policy's device; vLLM follows
     the placement rule. Nothing here initialises CUDA (vLLM forks its engine after this)."""
-    from models.generation import resolve_engine
-
     rm_device = getattr(args, "rm_device", None)
-    if args.use_api or resolve_engine(args.engine) != "vllm":
+    if args.use_api or local_engine(args) != "vllm":
         return Placement([], (rm_device or args.device) if rm_path else None, args.vllm_gpu_memory_utilization)
-    rm_bytes = model_shape(rm_path)[1] if rm_path else None
+    trust = rm_trusts_remote_code(getattr(args, "rm_class", None))
+    rm_bytes = model_shape(rm_path, trust_remote_code=trust)[1] if rm_path else None
     gpus = visible_gpus()
     placement = plan_placement(gpus, gpu_memory_bytes() if gpus else 0, rm_bytes, args.vllm_gpu_memory_utilization,
                                rm_device)
@@ -228,12 +243,12 @@ def backend_from_args(args: argparse.Namespace, placement: Placement | None = No
     """The generation backend the flags name (models.generation.build_backend): with vLLM, one engine
     on the first policy GPUs, or data-parallel replicas (one process per GPU group) when the plan has
     several or the policy's GPUs are not the first ones."""
-    from models.generation import build_backend, resolve_engine
+    from models.generation import build_backend
 
     if args.use_api:
         return build_backend(args.backend, use_api=True)
     model = local_model_path(args.backend)
-    if resolve_engine(args.engine) != "vllm":
+    if local_engine(args) != "vllm":
         return build_backend(model, engine="hf", device=args.device, batch_size=args.batch_size)
     placement = placement or plan_devices(args)
     gpus = placement.policy_gpus
@@ -247,7 +262,7 @@ def backend_from_args(args: argparse.Namespace, placement: Placement | None = No
                 memory)
     if data == 1 and gpus[:tensor] == list(range(tensor)):
         return build_backend(model, engine="vllm", tensor_parallel_size=tensor, gpu_memory_utilization=memory)
-    from models.vllm_backend import DataParallelBackend
+    from models.data_parallel import DataParallelBackend
 
     return DataParallelBackend(model, data, engine="vllm", gpu_groups=replica_groups(gpus, tensor, data),
                                tensor_parallel_size=tensor, gpu_memory_utilization=memory)
@@ -266,13 +281,49 @@ def replica_groups(policy_gpus: Sequence[int], tensor: int, data: int, ids: Sequ
     return [[ids[policy_gpus[replica * tensor + rank]] for rank in range(tensor)] for replica in range(data)]
 
 
+def items_per_call(backend, sequences_per_item: int, default: int) -> int:
+    """Problems (or trees) one generate call should carry: enough that each of the backend's `engines`
+    gets at least its share of `preferred_batch_sequences`, in whole items per engine; `default` for a
+    backend with no preference (hf). An explicit flag, when given, is used instead of this.
+
+    >>> from types import SimpleNamespace as Backend
+    >>> items_per_call(Backend(engines=8, preferred_batch_sequences=2048), 5, 32)
+    416
+    >>> items_per_call(Backend(engines=1, preferred_batch_sequences=0), 5, 32)
+    32
+    """
+    preferred = getattr(backend, "preferred_batch_sequences", 0)
+    if not preferred:
+        return default
+    engines = max(1, getattr(backend, "engines", 1))
+    return engines * -(-preferred // (engines * max(1, sequences_per_item)))
+
+
+def search_batching(backend, max_active: int | None, sequences_per_tree: int, default: int = 16) -> tuple[int, int]:
+    """(trees searched at once, cohorts) for the tree search on `backend`. An engine outside this process
+    (vllm, data-parallel replicas, a server) gets two cohorts, one generating while the other's programs
+    are judged, each of `items_per_call` trees; hf keeps one cohort of `default` trees (its measured
+    setting: the sandbox and the model share its CPUs). `max_active` (the flag) wins when given.
+
+    >>> from types import SimpleNamespace as Backend
+    >>> search_batching(Backend(engines=8, preferred_batch_sequences=2048), None, 5)
+    (832, 2)
+    >>> search_batching(Backend(engines=1, preferred_batch_sequences=0), None, 5), search_batching(Backend(), 4, 5)
+    ((16, 1), (4, 1))
+    """
+    cohorts = 2 if getattr(backend, "preferred_batch_sequences", 0) else 1
+    if max_active is None:
+        max_active = cohorts * items_per_call(backend, sequences_per_tree, default)
+    return max_active, min(cohorts, max_active)
+
+
 def stop_strings(args: argparse.Namespace) -> list[str]:
     from prompts import get_stop_strings
 
     return args.stop if args.stop else get_stop_strings(args.domain)
 
 
-# -- a stage's run: what is left to do, and the run itself ------------------------------------------
+# -- a stage's run: what is left to do ------------------------------------------------------------
 
 def check_run_args(args: argparse.Namespace) -> None:
     """One-line errors for the shard and interpreter flags every stage has."""
@@ -289,31 +340,3 @@ def plan_run(args: argparse.Namespace, output: str, result_args: Sequence[str]) 
     done = read_done(output, vars(args), result_args)
     write_json(output + ".args.json", vars(args))
     return problems, done
-
-
-def run_stage(args: argparse.Namespace, output: str, result_args: Sequence[str], check, run) -> int:
-    """A generating stage's main: `check(args)`, then `run(args, todo, output, sandbox)` on the problems
-    not yet in `output`, in the one sandbox the environment check ran in first (before any model time).
-    Exit 2 with one line on bad input or a missing module, 1 when the sandbox cannot run (finished lines
-    are kept: a rerun resumes), else 0 with the output path printed."""
-    try:
-        check(args)
-        problems, done = plan_run(args, output, result_args)
-    except (DataError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    todo = [problem for problem in problems if problem.id not in done]
-    logger.info("%s: %d problems to run, %d already in %s", args.domain, len(todo), len(done), output)
-    if todo:
-        try:
-            with Sandbox(workers=args.workers, exec_python=args.exec_python) as sandbox:
-                refusal = env_check.run_check(args, todo, sandbox)  # a missing module is no silent 0
-                if refusal:
-                    print(refusal, file=sys.stderr)
-                    return 2
-                run(args, todo, output, sandbox)
-        except SandboxError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 1
-    print(output)
-    return 0

@@ -19,7 +19,7 @@ import sys
 
 import numpy as np
 
-from data.jsonl import DataError, read_jsonl
+from data.jsonl import DataError, read_unique
 from experiment import paths
 from experiment.process_gen_data import CODE_DOMAINS, domain_list
 
@@ -38,7 +38,7 @@ def reward_stats(paths_: list[str]) -> tuple[list[float], list[float]]:
     """All rewards, and the population std of each problem's rewards."""
     rewards, stds = [], []
     for path in paths_:
-        for _, item in read_jsonl(path):
+        for _, item in read_unique(path):  # a problem twice would count twice
             completions = (item.get("result") or {}).get("completions") or []
             if completions:
                 values = [completion["reward"] for completion in completions]

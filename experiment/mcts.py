@@ -1,4 +1,4 @@
-"""The tree of one MCTS over lines of code (§7 of the reference): nodes, UCT, selection, expansion,
+"""The tree of one MCTS over lines of code, as the original searches: nodes, UCT, selection, expansion,
 backup, and the records a trace holds. `experiment.mcts_batch` drives many such trees at once.
 
 A node's state is the starter code plus whole lines. Expanding a node samples `num_sample`
@@ -12,10 +12,10 @@ value is the mean of every reward recorded at or below it.
     record_completion_rewards(root, {program: 1.0 for program in root.programs()})
     backup(root, *rollout_totals(root))
 
-Choices kept from the original (§11.2 #17): in train and orm mode every new child has value 0, so
+Choices kept from the original code: in train and orm mode every new child has value 0, so
 the visible children are the first `num_decision` distinct lines in sample order (a stable sort by
 value); a re-selected terminal node re-adds its value; in prm mode the expanded node backs up the
-visits and sums of all its children, the pruned ones included. Defects fixed (§7.4, §11.2 #9):
+visits and sums of all its children, the pruned ones included. Defects of the original code fixed:
 completion lists are never extended in place (`all_completions` copies), and a program already scored
 in the tree is never executed again (a selected terminal node takes its program's stored reward).
 """
@@ -179,7 +179,7 @@ def all_completions(root: Node) -> list[dict]:
 
 
 def process_rewards(root: Node) -> list[dict]:
-    """The trace's `rewards`: every node, preorder, with its value (§7.4, §8)."""
+    """The trace's `rewards`: every node, preorder, with its value, as the original records it."""
     return [{"state": node.state, "reward": node.value, "terminal": node.terminal, "expanded": node.expanded,
              "visible": node.visible, "visits": node.visits} for node in walk(root)]
 
@@ -194,7 +194,7 @@ def tree_record(root: Node) -> list[dict]:
 
 
 def best_program(root: Node) -> str:
-    """The final answer (§10.3): the completion of highest stored score, the first in preorder among
+    """The final answer, as the original picks it: the completion of highest stored score, the first in preorder among
     equals; "" when the tree holds none."""
     completions = all_completions(root)
     return max(completions, key=lambda entry: entry["reward"])["completion"] if completions else ""

@@ -3,15 +3,18 @@ tree selects up to `leaves_per_tree` leaves (in-flight expansions count as visit
 virtual loss, so the next descent goes elsewhere); all expansions of all trees go to the policy as one
 `generate` call, all new programs to the verifier (or reward model) as one call, then each tree backs
 up. A finished tree leaves the pool and the next problem enters, so the engine keeps seeing batches.
-With `max_active=1, leaves_per_tree=1` this is the sequential search of the original, one problem
-and one node at a time.
+With `cohorts=2` the trees take turns in two cohorts: one cohort's programs are judged (on a thread)
+while the other cohort generates, so neither the engines nor the sandbox wait for the other; a tree's
+search is the same in either cohort. With `max_active=1, leaves_per_tree=1` this is the sequential
+search of the original, one problem and one node at a time.
 
     results = run_searches(problems, backend, SearchConfig(domain="TinyCode", iteration_limit=10),
                            make_prompt=lambda problem, state: format_prompt(problem, tokenizer, state=state),
-                           evaluate=lambda items: [[v.reward for v in vs] for vs in verify(sandbox, bench, items)])
+                           evaluate=lambda items: [[v.reward for v in vs]
+                                                    for vs in verify(sandbox, bench, items, hardened=True)])
     results[0].answer, results[0].record["rewards"], results[0].token_usage
 
-Modes (§10.3): rm_type "none" (training: rollouts scored by `evaluate(items=[(problem, programs)]) ->
+Modes, as in the original: rm_type "none" (training: rollouts scored by `evaluate(items=[(problem, programs)]) ->
 rewards`), "orm" (rollouts scored by `score(questions, programs) -> values` instead), "prm" (VM-MCTS:
 `score(questions, states)` values every new child; pruning by value; no rollouts; completions are
 scored only to pick the answer). The answer is the best-scored program in the tree.
@@ -39,8 +42,10 @@ import logging
 import random
 import time
 from collections import Counter
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 from data.records import Problem
 from experiment.common import problem_seed
@@ -83,6 +88,7 @@ class SearchConfig:
     rm_type: str = "none"  # none (verifier rollouts), prm (value model at every child), orm (scored rollouts)
     leaves_per_tree: int = 1  # expansions of one tree in flight at once (virtual loss)
     max_active: int = 16  # trees searched at once
+    cohorts: int = 1  # groups of trees taking turns: one generates while another's programs are judged
     mc_rollouts: int = 0  # > 0: Monte-Carlo value targets with this many rollouts per line prefix
     use_thought: bool = False  # two-stage expansion: num_sample thoughts, then one action per thought
     max_thought_tokens: int = 128
@@ -95,8 +101,8 @@ class SearchConfig:
             raise ValueError(f"rm_type must be one of {', '.join(RM_TYPES)}, got {self.rm_type!r}")
         if not self.iteration_limit and self.time_limit is None:
             raise ValueError("no budget: give an iteration limit or a time limit")
-        if min(self.num_sample, self.num_decision, self.leaves_per_tree, self.max_active) < 1:
-            raise ValueError("num_sample, num_decision, leaves_per_tree and max_active must be at least 1")
+        if min(self.num_sample, self.num_decision, self.leaves_per_tree, self.max_active, self.cohorts) < 1:
+            raise ValueError("num_sample, num_decision, leaves_per_tree, max_active and cohorts must be at least 1")
 
 
 @dataclass
@@ -215,7 +221,7 @@ def generate(policy, requests: list[Request], n: int, config: SearchConfig, make
 
 def generate_with_thoughts(policy, requests: list[Request], config: SearchConfig, make_think_prompt,
                            make_act_prompt, round_index: int, stats: Counter) -> None:
-    """The two-stage expansion (--use_thought, reference §7.3): `num_sample` thoughts per request in one
+    """The two-stage expansion (--use_thought, the original's): `num_sample` thoughts per request in one
     call (`max_thought_tokens`, `stop_think`), then one action per thought, all requests' thoughts in one
     second call (`max_tokens`, `stop`)."""
     if not requests:
@@ -236,8 +242,8 @@ def generate_with_thoughts(policy, requests: list[Request], config: SearchConfig
         request.samples.extend(action)
 
 
-def score_programs(requests: list[Request], config: SearchConfig, evaluate, score, stats: Counter) -> None:
-    """Score every program the requests produced that its tree has not scored yet, in one call."""
+def programs_to_score(requests: list[Request]) -> list[tuple[Search, list[str]]]:
+    """Per tree, the programs its requests produced that it has not scored yet, each once."""
     wanted: dict[int, tuple[Search, list[str]]] = {}
     for request in requests:
         search = request.search
@@ -245,21 +251,23 @@ def score_programs(requests: list[Request], config: SearchConfig, evaluate, scor
         for program in request.programs:
             if program not in search.scores and program not in programs:
                 programs.append(program)
-    groups = [group for group in wanted.values() if group[1]]
+    return [group for group in wanted.values() if group[1]]
+
+
+def score_groups(groups: list[tuple[Search, list[str]]], config: SearchConfig, evaluate, score) -> list[list[float]]:
+    """The rewards of every group's programs, in one call: the verifier (rm_type none) or the reward model.
+    Reads nothing a tree changes, so it may run on a thread while other trees generate."""
     if not groups:
-        return
+        return []
     if config.rm_type == "none":
-        rewards = evaluate([(search.problem, programs) for search, programs in groups])
-    else:
-        flat = score([search.problem.prompt for search, programs in groups for _ in programs],
-                     [program for _, programs in groups for program in programs])
-        rewards, start = [], 0
-        for _, programs in groups:
-            rewards.append(flat[start:start + len(programs)])
-            start += len(programs)
-    for (search, programs), values in zip(groups, rewards, strict=True):
-        search.scores.update(zip(programs, (float(value) for value in values), strict=True))
-        stats["programs_scored"] += len(programs)
+        return evaluate([(search.problem, programs) for search, programs in groups])
+    flat = score([search.problem.prompt for search, programs in groups for _ in programs],
+                 [program for _, programs in groups for program in programs])
+    rewards, start = [], 0
+    for _, programs in groups:
+        rewards.append(flat[start:start + len(programs)])
+        start += len(programs)
+    return rewards
 
 
 def child_values(requests: list[Request], config: SearchConfig, score) -> list[dict[str, float] | None]:
@@ -277,8 +285,10 @@ def child_values(requests: list[Request], config: SearchConfig, score) -> list[d
     return values
 
 
-def run_round(searches: list[Search], policy, config: SearchConfig, make_prompt, evaluate, score,
-              round_index: int, stats: Counter, thought_prompts: ThoughtPrompts | None = None) -> None:
+def start_round(searches: list[Search], policy, config: SearchConfig, make_prompt, round_index: int,
+                stats: Counter, thought_prompts: ThoughtPrompts | None = None) -> tuple[list[Request], list[Request]]:
+    """A round's first half: each tree's leaves (and, for trees done searching, Monte-Carlo rollouts),
+    sampled in one policy call (two with thoughts); returns (expansions, rollouts) with their programs."""
     expansions = [Request(search, node.state, f"expand-{search.iterations}-{index}", node)
                   for search in searches if search.mc_rewards is None
                   for index, node in enumerate(select_leaves(search, config))]
@@ -292,9 +302,32 @@ def run_round(searches: list[Search], policy, config: SearchConfig, make_prompt,
     generate(policy, rollouts, config.mc_rollouts, config, make_prompt, round_index, stats)
     for request in expansions + rollouts:
         request.programs = [split_sample(config.domain, request.state, sample)[2] for sample in request.samples]
-    values = child_values(expansions, config, score)
-    score_programs(expansions + rollouts, config, evaluate, score, stats)
-    for request, value in zip(expansions, values):
+    return expansions, rollouts
+
+
+@dataclass
+class Round:
+    """One cohort's round between its generation and its backup; `judged` will hold (child values, rewards
+    of `groups`)."""
+
+    expansions: list[Request]
+    rollouts: list[Request]
+    groups: list[tuple[Search, list[str]]]
+    judged: Future
+
+
+def judge(expansions: list[Request], groups, config: SearchConfig, evaluate, score):
+    """A round's scoring (the sandbox or the reward model): (child values, rewards of `groups`)."""
+    return child_values(expansions, config, score), score_groups(groups, config, evaluate, score)
+
+
+def finish_round(round_: Round, config: SearchConfig, stats: Counter) -> None:
+    """A round's second half, once it is judged: scores stored, nodes expanded and backed up, rollouts recorded."""
+    values, rewards = round_.judged.result()
+    for (search, programs), group_rewards in zip(round_.groups, rewards, strict=True):
+        search.scores.update(zip(programs, (float(value) for value in group_rewards), strict=True))
+        stats["programs_scored"] += len(programs)
+    for request, value in zip(round_.expansions, values):
         node, search = request.node, request.search
         expand(node, request.samples, config.domain, config.num_decision, value, request.thoughts)
         record_completion_rewards(node, search.scores)
@@ -303,9 +336,9 @@ def run_round(searches: list[Search], policy, config: SearchConfig, make_prompt,
         backup(node, *(children_totals(node) if config.rm_type == "prm" else rollout_totals(node)))
         search.expansions += 1
         stats["expansions"] += 1
-    for request in rollouts:
-        rewards = [request.search.scores[program] for program in request.programs]
-        request.entry.update(reward=sum(rewards) / len(rewards), rollouts=len(rewards), rewards=rewards)
+    for request in round_.rollouts:
+        rewards_ = [request.search.scores[program] for program in request.programs]
+        request.entry.update(reward=sum(rewards_) / len(rewards_), rollouts=len(rewards_), rewards=rewards_)
 
 
 def finished(search: Search, config: SearchConfig) -> bool:
@@ -342,23 +375,70 @@ def run_searches(problems: Sequence[Problem], policy, config: SearchConfig,
     `policy.generate(prompts, n, temperature, max_tokens, stop, seed)` is any generation backend;
     `evaluate` scores rollouts in rm_type "none", `score(questions, states)` in "prm" and "orm".
     With `config.use_thought`, `thought_prompts` = (think(problem, state), act(problem, state, thought))
-    build the two prompts of an expansion; `make_prompt` still serves Monte-Carlo rollouts."""
+    build the two prompts of an expansion; `make_prompt` still serves Monte-Carlo rollouts. With
+    `config.cohorts` > 1, `evaluate` and `score` run on a background thread, one call at a time."""
     if config.rm_type == "none" and evaluate is None or config.rm_type != "none" and score is None:
         raise ValueError(f"rm_type {config.rm_type!r} needs " + ("evaluate" if config.rm_type == "none" else "score"))
     if config.use_thought and thought_prompts is None:
         raise ValueError("use_thought needs thought_prompts (the think and act prompt builders)")
     stats = Counter() if stats is None else stats
-    queue, active, results, round_index = list(problems), [], [], 0
-    while queue or active:
-        while queue and len(active) < config.max_active:
-            active.append(new_search(queue.pop(0), config))
-        run_round(active, policy, config, make_prompt, evaluate, score, round_index, stats, thought_prompts)
-        round_index += 1
-        for search in [search for search in active if finished(search, config)]:
-            active.remove(search)
+    queue, results = list(problems), []
+    cohorts: list[list[Search]] = [[] for _ in range(config.cohorts)]
+    capacities = [len(range(index, config.max_active, config.cohorts)) for index in range(config.cohorts)]
+    for index in range(min(len(queue), config.max_active)):  # the first trees are dealt round the cohorts
+        cohorts[index % config.cohorts].append(new_search(queue.pop(0), config))
+
+    def settle(index: int, round_: Round) -> None:
+        finish_round(round_, config, stats)
+        for search in [search for search in cohorts[index] if finished(search, config)]:
+            cohorts[index].remove(search)
             record = trace_record(search)
             result = SearchResult(search.problem, record, record["answer"], record["token_usage"])
             results.append(result)
             if on_done is not None:
                 on_done(result)
+
+    # a cohort generates while the previous cohort's programs are judged; the order of calls and of what
+    # each holds is fixed (never timing-dependent), and with one cohort a round ends before the next starts
+    pending: tuple[int, Round] | None = None
+    round_index = 0
+    with _judging(config.cohorts) as submit:
+        while queue or any(cohorts):
+            for index, cohort in enumerate(cohorts):
+                if pending is not None and pending[0] == index:
+                    settle(*pending)
+                    pending = None
+                while queue and len(cohort) < capacities[index]:
+                    cohort.append(new_search(queue.pop(0), config))
+                if not cohort:
+                    continue
+                expansions, rollouts = start_round(cohort, policy, config, make_prompt, round_index, stats,
+                                                   thought_prompts)
+                round_index += 1
+                groups = programs_to_score(expansions + rollouts)
+                judged = submit(judge, expansions, groups, config, evaluate, score)
+                if pending is not None:
+                    settle(*pending)
+                pending = (index, Round(expansions, rollouts, groups, judged))
+        if pending is not None:
+            settle(*pending)
     return results
+
+
+@contextmanager
+def _judging(cohorts: int) -> Iterator[Callable[..., Future]]:
+    """`submit(function, *args) -> Future`: on one background thread with several cohorts, else at once."""
+    if cohorts > 1:
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="judge") as thread:
+            yield thread.submit
+        return
+
+    def now(function, *args) -> Future:
+        future: Future = Future()
+        try:
+            future.set_result(function(*args))
+        except Exception as exc:
+            future.set_exception(exc)
+        return future
+
+    yield now

@@ -3,7 +3,8 @@
 Reads   <name>.shard-<i>-of-<N>.jsonl for every i (and their .args.json).
 Writes  <name>.jsonl, one line per problem id in data-file order, and <name>.jsonl.args.json
         (the shards' arguments, as one unsharded run's). Refuses when a shard is missing, when the shards ran
-        with different arguments, or when two shards hold the same id.
+        with different arguments, when two shards hold the same id (naming both files and lines), or when
+        a run still holds a shard or the merged file (its lock).
 
     python -m experiment.merge_shards generate/Common/TinyCode/tiny-coder/temp_0.7_tokens_256_completions.jsonl \
         --num_shards 2
@@ -14,8 +15,9 @@ import argparse
 import json
 import os
 import sys
+from contextlib import ExitStack
 
-from data.jsonl import DataError, drop_partial_line, read_jsonl, write_json, write_jsonl
+from data.jsonl import DataError, UniqueIds, drop_partial_line, output_lock, read_unique, write_json, write_jsonl
 from data.registry import get_benchmark
 from experiment import paths
 
@@ -40,21 +42,30 @@ def merge(path: str, num_shards: int) -> tuple[int, str]:
                            if args.get(key) != common.get(key))
         if differing:
             raise DataError(shard + ".args.json", None, f"ran with other {', '.join(differing)} than shard 0")
-    records: dict[str, dict] = {}
+    with ExitStack() as locks:  # no shard still being written, no other run on the merged file
+        for locked in (path, *shards):
+            locks.enter_context(output_lock(locked))
+        records = read_shards(shards)
+        write_merged(path, records, common, num_shards)
+    return len(records), path
+
+
+def read_shards(shards: list[str]) -> list[dict]:
+    """Every shard's records; an id in two shards (or twice in one) is a DataError naming both files and lines."""
+    ids, records = UniqueIds(), []
     for shard in shards:
         drop_partial_line(shard)
-        for line, record in read_jsonl(shard):
-            key = str(record["id"])
-            if key in records:
-                raise DataError(shard, line, f"id {key!r} is in two shards")
-            records[key] = record
+        records += [record for _, record in read_unique(shard, ids=ids)]
+    return records
+
+
+def write_merged(path: str, records: list[dict], common: dict, num_shards: int) -> None:
     problems = get_benchmark(common["domain"]).load(common.get("directory"), common.get("file"))
     position = {problem.id: index for index, problem in enumerate(problems)}
-    ordered = sorted(records.values(), key=lambda record: position.get(str(record["id"]), len(position)))
+    ordered = sorted(records, key=lambda record: position.get(str(record["id"]), len(position)))
     write_jsonl(path, ordered)
     # the merged file is what one unsharded run writes: it resumes as one
     write_json(path + ".args.json", {**common, "num_shards": 1, "shard_id": 0, "merged_from_shards": num_shards})
-    return len(ordered), path
 
 
 def main(argv=None) -> int:

@@ -70,9 +70,21 @@ def sft_data_name(temperature: float, max_tokens: int) -> str:
     return f"temp_{temperature}_tokens_{max_tokens}_sft_data.jsonl"
 
 
+def quality_data_name(temperature: float, max_tokens: int) -> str:
+    """ReST-MCTS*'s round-0 value data (ours): the samples as a prefix tree with quality values."""
+    return f"temp_{temperature}_tokens_{max_tokens}_quality_data.jsonl"
+
+
 def orm_data_name(temperature: float, max_tokens: int) -> str:
     """Outcome-reward data (ours): every sampled program with its final reward, value-data records."""
     return f"temp_{temperature}_tokens_{max_tokens}_orm_data.jsonl"
+
+
+def problem_grpo_data_name(file: str | None) -> str:
+    """GRPO data of every problem of a data file, no sampling first (`experiment.grpo_prompts`, for
+    VinePPO and on-policy GRPO): `grpo_data_<file stem>.jsonl` (`grpo_data_test.jsonl` for the default)."""
+    stem = os.path.basename(file or "test.jsonl").split(".")[0]
+    return f"grpo_data_{stem}.jsonl"
 
 
 def prompts_name(data_name: str) -> str:
@@ -109,12 +121,44 @@ def mcts_path(domain: str, backend: str, **settings) -> str:
     return os.path.join(mcts_dir(domain, backend), mcts_name(**settings))
 
 
+def mcts_star_name(mode: str, time_limit: float | None, iteration_limit: int | None, branch: int,
+                   exploration_constant: float, roll_forward_steps: int, end_gate: float, inf: float, alpha: float,
+                   max_depth: int, temperature: float, max_tokens: int) -> str:
+    """An MCTS* trace's name (`sample_mcts --algorithm star`): every setting that changes the search.
+
+    >>> mcts_star_name("generate", None, 40, 3, 0.5, 1, 0.8, 0.9, 0.5, 16, 0.7, 256)[:60]
+    'star_generate_time_None_iter_40_branch_3_exp_0.5_roll_1_gate'
+    """
+    return (f"star_{mode}_time_{time_limit}_iter_{iteration_limit}_branch_{branch}_exp_{exploration_constant}"
+            f"_roll_{roll_forward_steps}_gate_{end_gate}_inf_{inf}_alpha_{alpha}_depth_{max_depth}"
+            f"_temp_{temperature}_tokens_{max_tokens}.jsonl")
+
+
+def mcts_star_path(domain: str, backend: str, **settings) -> str:
+    """`generate/MCTS_STAR/<Domain>/<slug>/<mcts_star_name>`."""
+    return os.path.join(GENERATE, "MCTS_STAR", domain, slug(backend), mcts_star_name(**settings))
+
+
 def value_data_name(trace_name: str, aggregated_domains: list[str] | None = None) -> str:
     """`<trace stem>_rewards.jsonl`; aggregated: `<stem>_domains_<D1>_<D2>..._rewards.jsonl`."""
     stem = trace_name[: -len(".jsonl")]
     if aggregated_domains:
         stem += "_domains_" + "_".join(aggregated_domains)
     return f"{stem}_rewards.jsonl"
+
+
+def policy_data_name(trace_name: str, value_threshold: float, len_threshold: int,
+                     aggregated_domains: list[str] | None = None) -> str:
+    """ReST-MCTS*'s policy (SFT) data from a star trace: `<trace stem>_sft_data_<value>_<len>.jsonl`;
+    aggregated: `<stem>_domains_<D1>_<D2>..._sft_data_<value>_<len>.jsonl`.
+
+    >>> policy_data_name("trace.jsonl", 0.2, 50)
+    'trace_sft_data_0.2_50.jsonl'
+    """
+    stem = trace_name[: -len(".jsonl")]
+    if aggregated_domains:
+        stem += "_domains_" + "_".join(aggregated_domains)
+    return f"{stem}_sft_data_{value_threshold}_{len_threshold}.jsonl"
 
 
 # -- evaluation --------------------------------------------------------------------------------------
@@ -126,9 +170,10 @@ def eval_dir(domain: str, method: str, backend: str) -> str:
 
 def eval_name(kind: str, temperature: float, max_tokens: int, n: int, method: str = "Common",
               rm_backend: str | None = None, rm_class: str | None = None, rm_type: str | None = None,
-              num_sample: int = 5, search: dict | None = None) -> str:
-    """The original's names (§10.6) with the reward model's class and type added, so runs with other
-    reward models do not overwrite or resume each other; `kind`: completions, verified or results.
+              num_sample: int = 5, search: dict | None = None, vote: str | None = None) -> str:
+    """The original's evaluation file names with the reward model's class and type added, so runs with other
+    reward models do not overwrite or resume each other; `kind`: completions, verified or results. MCTS_STAR
+    names carry its `search` settings (as `mcts_star_name`), and a voting method (SC, MCTS_STAR) its `vote`.
 
     >>> eval_name("results", 0.7, 1024, 1)
     'temp_0.7_tokens_1024_n_1_results.jsonl'
@@ -136,9 +181,13 @@ def eval_name(kind: str, temperature: float, max_tokens: int, n: int, method: st
     ...           rm_type="orm", num_sample=8)
     'rm_rms--ckpts--v--1_transformers_scalar_orm_sample_8_temp_0.7_tokens_1024_n_1_verified.jsonl'
     """
-    head = ""
+    if method == "MCTS_STAR":
+        stem = mcts_star_name(**{**(search or {}), "temperature": temperature, "max_tokens": max_tokens})
+        return (f"rm_{slug(rm_backend or 'none')}_{rm_class}_vote_{vote}_{stem[: -len('.jsonl')]}"
+                f"_n_{n}_{kind}.jsonl")
+    head = f"vote_{vote}_" if vote else ""
     if method == "MCTS" or rm_backend:
-        head = f"rm_{slug(rm_backend or 'none')}_{rm_class}_{rm_type}_"
+        head += f"rm_{slug(rm_backend or 'none')}_{rm_class}_{rm_type}_"
         if method == "MCTS":
             settings = search or {}
             head += (f"time_{settings.get('time_limit')}_iter_{settings.get('iteration_limit')}_sample_{num_sample}"
@@ -146,4 +195,6 @@ def eval_name(kind: str, temperature: float, max_tokens: int, n: int, method: st
                      f"_eps_{settings.get('eps')}_")
         else:
             head += f"sample_{num_sample}_"
+    elif vote:
+        head += f"sample_{num_sample}_"
     return f"{head}temp_{temperature}_tokens_{max_tokens}_n_{n}_{kind}.jsonl"

@@ -10,8 +10,14 @@
   --mode dpo   {prompt, chosen, rejected}: the best and the worst program of problems whose rewards differ.
   --mode sft   {prompt, completion}: every program scoring at least --completion_accept_threshold_sft.
   --mode orm   {prompt, answer, reward}: every program with its final reward (an outcome reward model's data).
---method MCTS (reads generate/MCTS/<Domain>/<slug>/time_..._thought_<no|yes>.jsonl): value data
+  --mode quality  {prompt, answer, reward}: ReST-MCTS*'s round-0 value data: the programs of a problem merged into
+               a prefix tree of shared steps (lines), each state with its quality value (experiment/quality_values.py;
+               problems without a correct program give none).
+--method MCTS (reads generate/MCTS/<Domain>/<slug>/time_..._thought_<no|yes>.jsonl, or --trace): value data
   {prompt, answer, reward}: every scored program, and every expanded state with its value.
+  --value_targets quality (a `sample_mcts --algorithm star` trace): every state of the tree with its quality value;
+  with --mode sft, the policy data {prompt, completion} instead: correct end leaves whose value in the search is at
+  least --value_threshold and whose solution has at least --len_threshold characters.
 Records come in problem-id order ("X/2" before "X/10"), whatever the order of the input's lines.
 Writes per domain next to the input, and with --do_aggregate the concatenation under
 generate/{Common|MCTS}/All/<slug>/; each with <output>.args.json.
@@ -24,6 +30,7 @@ generate/{Common|MCTS}/All/<slug>/; each with <output>.args.json.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import math
@@ -34,11 +41,14 @@ from typing import Sequence
 
 import numpy as np
 
-from data.jsonl import DataError, read_jsonl, write_json, write_jsonl
-from data.records import id_order
+from data.jsonl import DataError, read_unique, write_json, write_jsonl
+from data.records import Problem, id_order
 from data.registry import domains, get_benchmark
 from experiment import paths
-from experiment.common import add_search_args, int_or_float, problem_seed
+from experiment.common import add_search_args, int_or_float, local_model_path, problem_seed
+from experiment.quality_values import policy_leaves, prefix_tree, value_rows
+from experiment.stage import stage_main
+from prompts import format_prompt
 
 logger = logging.getLogger("experiment.process_gen_data")
 # `--domain code`: the paper's training domains, in the original's order
@@ -52,8 +62,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="'code' (BigCodeBench, DS1000, APPS), one domain, or a comma-separated list")
     parser.add_argument("--backend", default="gpt-4o-mini", help="the sampling run's model (selects the files)")
     parser.add_argument("--method", default="Common", choices=("Common", "MCTS"))
-    parser.add_argument("--mode", default="grpo", choices=("grpo", "dpo", "sft", "orm"),
-                        help="Common only (orm: every program with its final reward, for an outcome reward model)")
+    parser.add_argument("--mode", default="grpo", choices=("grpo", "dpo", "sft", "orm", "quality"),
+                        help="Common: every mode (orm: every program with its final reward, for an outcome reward "
+                             "model; quality: ReST-MCTS* value targets on the prefix tree of the programs); "
+                             "MCTS: sft with --value_targets quality, value data otherwise")
     add_grpo_data_args(parser)
     parser.add_argument("--completion_accept_threshold_sft", type=float, default=0.9,
                         help="SFT keeps programs scoring at least this")
@@ -62,13 +74,22 @@ def parse_args(argv=None) -> argparse.Namespace:
     mcts = add_search_args(parser, "MCTS file selectors (must match the sample_mcts run)")
     mcts.add_argument("--use_thought", action="store_true",
                       help="read the thought_yes trace of a `sample_mcts --use_thought` run (thoughts add no rows)")
-    mcts.add_argument("--value_targets", default="tree", choices=("tree", "mc"),
+    mcts.add_argument("--value_targets", default="tree", choices=("tree", "mc", "quality"),
                       help="tree: expanded states with their tree values; mc: line prefixes with their "
-                           "Monte-Carlo values (a `sample_mcts --value_targets mc` trace)")
+                           "Monte-Carlo values (a `sample_mcts --value_targets mc` trace); quality: every state of "
+                           "a `sample_mcts --algorithm star` trace with its ReST-MCTS* quality value")
     mcts.add_argument("--mc_rollouts", type=int, default=4, help="the trace's rollouts per prefix (mc only)")
+    mcts.add_argument("--trace", default=None,
+                      help="the trace file to read (one domain; default: the sample_mcts path of these flags)")
+    mcts.add_argument("--value_threshold", type=float, default=0.2,
+                      help="policy data (--value_targets quality --mode sft): lowest value of a kept solution")
+    mcts.add_argument("--len_threshold", type=int, default=50,
+                      help="policy data (--value_targets quality --mode sft): fewest characters of a kept solution")
     args = parser.parse_args(argv)
-    if args.value_targets == "tree":
+    if args.value_targets != "mc":
         args.mc_rollouts = 0
+    if args.method == "MCTS" and args.mode == "sft" and args.value_targets != "quality":
+        parser.error("--method MCTS --mode sft needs --value_targets quality (a star trace)")
     if not 0 < args.alpha < 1:
         parser.error("--alpha must be in (0, 1)")
     if isinstance(args.n_sample, float) and args.n_sample > 1 and not args.extract_all_lines:
@@ -98,7 +119,7 @@ def domain_list(text: str) -> list[str]:
     return names
 
 
-# -- the formulas (§4.2-4.4) ----------------------------------------------------------------------------
+# -- the formulas (the original's and the paper's) -----------------------------------------------------------
 
 def prefix_weights(num_lines: int, alpha: float) -> list[float]:
     """w_j = alpha^(j-1) for j = 1..L, so p(j) = (1 - alpha) alpha^(j-1) / (1 - alpha^L)."""
@@ -180,8 +201,9 @@ def orm_records(item: dict, domain: str, args: argparse.Namespace) -> list[dict]
 
 
 def value_records(item: dict, domain: str, args: argparse.Namespace) -> list[dict]:
-    """§8: every scored program, and every expanded state (the root included) with its value; with
-    --value_targets mc, every line prefix with its Monte-Carlo value instead of the expanded states."""
+    """The original's value rows: every scored program, and every expanded state (the root included) with
+    its value; with --value_targets mc, every line prefix with its Monte-Carlo value instead of the expanded
+    states."""
     records = [{"prompt": item["prompt"], "answer": entry["completion"], "reward": entry["reward"]}
                for entry in item.get("completions") or []]
     if args.value_targets == "mc":
@@ -192,7 +214,58 @@ def value_records(item: dict, domain: str, args: argparse.Namespace) -> list[dic
     return records
 
 
-MODES = {"grpo": grpo_records, "dpo": dpo_records, "sft": sft_records, "orm": orm_records}
+def quality_records(item: dict, domain: str, args: argparse.Namespace) -> list[dict]:
+    """ReST-MCTS*'s round-0 value data: the programs of one problem merged into a prefix tree of shared steps
+    (lines), every state of it with its quality value; none for a problem without a correct program."""
+    completions = (item.get("result") or {}).get("completions") or []
+    tree = prefix_tree([(completion["formatted_sample"], completion["reward"]) for completion in completions])
+    return value_rows(tree, item["prompt"], item["init_state"])
+
+
+def star_value_records(item: dict, domain: str, args: argparse.Namespace) -> list[dict]:
+    """Every state of a star trace's tree with its quality value (none without a correct leaf)."""
+    return value_rows(item["star_tree"], item["prompt"], item["init_state"])
+
+
+def star_policy_records(item: dict, domain: str, args: argparse.Namespace) -> list[dict]:
+    """ReST-MCTS*'s policy data: the correct solutions of a star trace that pass --value_threshold and
+    --len_threshold, each after the policy's prompt at the root of the search."""
+    solutions = policy_leaves(item["star_tree"], args.value_threshold, args.len_threshold)
+    if not solutions:
+        return []
+    prompt = root_prompt(item, domain, args.backend)
+    close = get_benchmark(domain).close_sample
+    return [{"prompt": prompt, "completion": close(prompt, solution)} for solution in solutions]
+
+
+def root_prompt(item: dict, domain: str, backend: str) -> str:
+    """The trace's `formatted_prompt`, or (a trace without one) the prompt the search started from, rebuilt
+    with the tokenizer of the policy `backend` (a local folder or a cached hub id)."""
+    if item.get("formatted_prompt"):
+        return item["formatted_prompt"]
+    problem = Problem(id=str(item["id"]), domain=domain, prompt=item["prompt"], init_state=item["init_state"],
+                      test=item["test"])
+    return format_prompt(problem, policy_tokenizer(local_model_path(backend)))
+
+
+@functools.lru_cache(maxsize=4)
+def policy_tokenizer(path: str):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(path)
+
+
+MODES = {"grpo": grpo_records, "dpo": dpo_records, "sft": sft_records, "orm": orm_records,
+         "quality": quality_records}
+
+
+def record_builder(args: argparse.Namespace):
+    """The function that turns one input line into records, for these flags."""
+    if args.method == "Common":
+        return MODES[args.mode]
+    if args.value_targets == "quality":
+        return star_policy_records if args.mode == "sft" else star_value_records
+    return value_records
 
 
 # -- files ---------------------------------------------------------------------------------------------------
@@ -200,10 +273,8 @@ MODES = {"grpo": grpo_records, "dpo": dpo_records, "sft": sft_records, "orm": or
 def files(args: argparse.Namespace, domain: str) -> tuple[str, str]:
     """(input path, output name) for one domain."""
     if args.method == "MCTS":
-        name = paths.mcts_name(args.time_limit, args.iteration_limit, args.num_sample, args.num_decision,
-                               args.exploration_constant, args.eps, args.temperature, args.max_tokens,
-                               args.use_thought, args.mc_rollouts)
-        return os.path.join(paths.mcts_dir(domain, args.backend), name), paths.value_data_name(name)
+        source = args.trace or os.path.join(paths.mcts_dir(domain, args.backend), trace_name(args))
+        return source, mcts_output_name(args, os.path.basename(source))
     source = paths.completions_path(domain, args.backend, args.temperature, args.max_tokens)
     if args.mode == "grpo":
         name = paths.grpo_data_name(args.temperature, args.max_tokens, args.std_accept_threshold_grpo,
@@ -213,9 +284,27 @@ def files(args: argparse.Namespace, domain: str) -> tuple[str, str]:
         name = paths.dpo_data_name(args.temperature, args.max_tokens)
     elif args.mode == "sft":
         name = paths.sft_data_name(args.temperature, args.max_tokens)
+    elif args.mode == "quality":
+        name = paths.quality_data_name(args.temperature, args.max_tokens)
     else:
         name = paths.orm_data_name(args.temperature, args.max_tokens)
     return source, name
+
+
+def trace_name(args: argparse.Namespace) -> str:
+    """The name sample_mcts gives the trace of these flags."""
+    if args.value_targets == "quality":
+        raise DataError("--trace", None, "give the star trace to read (--trace PATH)")
+    return paths.mcts_name(args.time_limit, args.iteration_limit, args.num_sample, args.num_decision,
+                           args.exploration_constant, args.eps, args.temperature, args.max_tokens,
+                           args.use_thought, args.mc_rollouts)
+
+
+def mcts_output_name(args: argparse.Namespace, trace: str, aggregated_domains: list[str] | None = None) -> str:
+    """Value data `<trace stem>_rewards.jsonl`, or policy data `<trace stem>_sft_data_<value>_<len>.jsonl`."""
+    if args.mode == "sft" and args.value_targets == "quality":
+        return paths.policy_data_name(trace, args.value_threshold, args.len_threshold, aggregated_domains)
+    return paths.value_data_name(trace, aggregated_domains)
 
 
 def process_domain(args: argparse.Namespace, domain: str) -> tuple[list[dict], dict] | None:
@@ -223,11 +312,12 @@ def process_domain(args: argparse.Namespace, domain: str) -> tuple[list[dict], d
     if not os.path.exists(source) or os.path.getsize(source) == 0:
         logger.warning("%s: no input at %s, skipped", domain, source)
         return None
-    build = value_records if args.method == "MCTS" else MODES[args.mode]
+    build = record_builder(args)
     records, stats = [], {"problems": 0, "skipped_empty": 0, "kept_problems": 0}
     # in problem order, not the file's (lines are written as problems finish): the same data, in the same order,
     # whatever the timing of the run that sampled them (GRPO's and the reward models' batches follow it)
-    for line, item in sorted(read_jsonl(source), key=lambda pair: id_order(pair[1].get("id", ""))):
+    # one line per problem id: a file two runs appended to (each problem twice) is refused, not double-weighted
+    for line, item in sorted(read_unique(source), key=lambda pair: id_order(pair[1]["id"])):
         stats["problems"] += 1
         if args.method == "Common" and not item.get("result"):
             stats["skipped_empty"] += 1
@@ -248,27 +338,27 @@ def process_domain(args: argparse.Namespace, domain: str) -> tuple[list[dict], d
 
 
 def main(argv=None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    args = parse_args(argv)
-    try:
-        names = domain_list(args.domain)
-        results = {domain: process_domain(args, domain) for domain in names}
-    except (DataError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    return stage_main(process, parse_args(argv))
+
+
+def process(args: argparse.Namespace) -> None:
+    """Each domain's file, then with --do_aggregate their merged file; prints the summary line."""
+    names = domain_list(args.domain)
+    if args.trace and len(names) != 1:
+        raise DataError("--trace", None, f"reads one domain's trace, not {len(names)} domains")
+    results = {domain: process_domain(args, domain) for domain in names}
     summary = {domain: result[1] for domain, result in results.items() if result is not None}
     if args.do_aggregate:
         method_dir = paths.mcts_dir if args.method == "MCTS" else paths.common_dir
         name = files(args, names[0])[1]
         if args.method == "MCTS":
-            name = paths.value_data_name(name[: -len("_rewards.jsonl")] + ".jsonl", names)
+            name = mcts_output_name(args, os.path.basename(files(args, names[0])[0]), names)
         output = os.path.join(method_dir(paths.AGGREGATE, args.backend), name)
         merged = [record for result in results.values() if result is not None for record in result[0]]
         write_jsonl(output, merged)
         write_json(output + ".args.json", {**vars(args), "domains": names})
         summary[paths.AGGREGATE] = {"output": output, "records": len(merged)}
     print(json.dumps(summary))
-    return 0
 
 
 if __name__ == "__main__":

@@ -22,6 +22,9 @@ Independent stages run side by side (`parallel` in the config), each on `threads
 A rerun resumes: stages resume by id, finished trainings and evaluations are kept.
 
     python -m experiment.reproduce [--config config/reproduce.json] [--work output/reproduce]
+
+A config with `"experiment": "vineppo"` (config/vineppo.json) runs VinePPO's miniature instead
+(experiment/reproduce_vineppo.py, in output/vineppo).
 """
 from __future__ import annotations
 
@@ -132,17 +135,22 @@ def flags(settings: dict) -> list[str]:
     return [part for name, value in settings.items() for part in (f"--{name}", str(value))]
 
 
-def prepare(config: dict, run: Runner) -> list[Step]:
-    """The tiny policy (trained once, in the repository) linked in; the problem pools generated."""
+def prepare_policy(config: dict, run: Runner, tiny_flags: tuple[str, ...] = ()) -> None:
+    """The tiny policy (trained once, in the repository, with `python -m models.tiny *tiny_flags`) linked in."""
     policy = os.path.join(REPO, config["policy"])
     if not os.path.exists(os.path.join(policy, "config.json")):
         print("[reproduce] training the tiny policy first (python -m models.tiny; about 6 minutes)", flush=True)
-        subprocess.run([sys.executable, "-m", "models.tiny", "--output", policy, "--if_missing", "true",
+        subprocess.run([sys.executable, "-m", "models.tiny", *tiny_flags, "--output", policy, "--if_missing", "true",
                         "--eval_n", "0"], cwd=REPO, env=run.env, check=True)
     link = os.path.join(run.work, config["policy"])
     os.makedirs(os.path.dirname(link), exist_ok=True)
     if not os.path.lexists(link):
         os.symlink(policy, link)
+
+
+def prepare(config: dict, run: Runner) -> list[Step]:
+    """The tiny policy linked in; the problem pools generated."""
+    prepare_policy(config, run)
     data = config["problems"]
     return [Step("problems", "TinyCode problems: RL and evaluation pools split by template",
                  ["python", "-m", "data.tinycode", "--seed", str(config["seed"]), "--n_train", str(data["n_train"]),
@@ -332,11 +340,17 @@ class Protocol:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", default=os.path.join(REPO, "config", "reproduce.json"), help="settings")
-    parser.add_argument("--work", default=os.path.join("output", "reproduce"), help="working directory of the stages")
+    parser.add_argument("--work", default=None,
+                        help="working directory of the stages (default: the config's `work`, else output/reproduce)")
     parser.add_argument("--table_only", action="store_true",
                         help="run no stage: build the table from what has finished (rows not finished are listed)")
     args = parser.parse_args(argv)
     config = load_config(args.config)
+    args.work = args.work or config.get("work", os.path.join("output", "reproduce"))
+    if config.get("experiment") == "vineppo":  # VinePPO's miniature: its own protocol and table
+        from experiment.reproduce_vineppo import run as run_vineppo
+
+        return run_vineppo(args, config)
     os.makedirs(args.work, exist_ok=True)
     write_json(os.path.join(args.work, "reproduce.args.json"), {"config": config, "work": args.work})
     run = Runner(args.work, config["threads"], config["parallel"])

@@ -7,7 +7,7 @@ import json
 import os
 from dataclasses import asdict
 
-from data.jsonl import read_jsonl, write_json
+from data.jsonl import read_jsonl, read_unique, write_json
 from evaluation.compare import compare_files, paired_bootstrap, problem_scores, verified_path
 from evaluation.metrics import STRICT_THRESHOLD, auc
 
@@ -53,10 +53,10 @@ def ranker_aucs(work: str, models: dict[str, str], base_results: str) -> dict[st
     from rms.value_models import load_value_model
 
     completions_path = base_results[: -len("_results.jsonl")] + "_completions.jsonl"
-    verified = {str(record["id"]): record for _, record in read_jsonl(os.path.join(work, verified_path(base_results)))}
+    verified = {str(record["id"]): record for _, record in read_unique(os.path.join(work, verified_path(base_results)))}
     problems = {problem.id: problem for problem in get_benchmark("TinyCode").load(
         os.path.join(work, "data", "TinyCode"), "eval.jsonl")}
-    answers = [record for _, record in read_jsonl(os.path.join(work, completions_path)) if record["completions"]]
+    answers = [record for _, record in read_unique(os.path.join(work, completions_path)) if record["completions"]]
     out = {}
     for label, path in models.items():
         model = load_value_model(local_model_path(os.path.join(work, path)))

@@ -24,8 +24,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from data.jsonl import JsonlAppender
 from data.records import Problem
 from data.registry import get_benchmark
-from evaluation.execution import Sandbox
-from evaluation.verifier import verify
+from evaluation.judging import verify
+from evaluation.sandbox import Sandbox
 from experiment import paths
 from experiment.common import (
     GENERATION_RESULT_ARGS,
@@ -34,10 +34,11 @@ from experiment.common import (
     backend_from_args,
     check_run_args,
     idx_list,
+    items_per_call,
     problem_seed,
-    run_stage,
     stop_strings,
 )
+from experiment.stage import run_stage
 from prompts import extract_code, format_prompt, formatted_completion
 
 logger = logging.getLogger("experiment.sample")
@@ -51,8 +52,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     add_problem_args(parser)
     add_generation_args(parser)
     parser.add_argument("--chunk_size", type=int, default=None,
-                        help="problems per generation call (default 32; 1 where the engine samples prompt by prompt "
-                             "under per-prompt seeds: hf on a model its decoding loop cannot run); "
+                        help="problems per generation call (default: at least 256 sequences per vLLM engine, e.g. "
+                             "416 at --n 5 over 8 engines; 32 with the hf engine; 1 where it samples prompt by "
+                             "prompt under per-prompt seeds: a model its decoding loop cannot run); "
                              "a kill loses at most the chunk being generated and the one being verified")
     parser.add_argument("--output", default=None, help="output file (default: the original's path)")
     args = parser.parse_args(argv)
@@ -111,7 +113,8 @@ class Recorder:
             self.bar.update(1)
             self.bar.set_postfix(mean_reward=f"{self.reward_sum / max(1, self.programs):.3f}")
 
-        verify(self.sandbox, self.benchmark, items, self.args.timeout, on_done)
+        # training data: the hardened judge (a reward hack is never paid)
+        verify(self.sandbox, self.benchmark, items, self.args.timeout, on_done, hardened=True)
 
     def finish(self) -> None:
         for future in self.pending:
@@ -128,23 +131,26 @@ def run(args: argparse.Namespace, problems: list[Problem], output: str, sandbox:
     backend = backend_from_args(args)
     tokenizer = getattr(backend, "tokenizer", None)
     stop = stop_strings(args)
-    # per-problem seeds: an engine that batches them gets chunks; one that does not, a problem at a time
-    chunk_size = args.chunk_size or (32 if backend.batches_seeded_prompts else 1)
+    # per-problem seeds: an engine that batches them gets chunks that keep its engines busy; one that does
+    # not, a problem at a time
+    chunk_size = args.chunk_size or (items_per_call(backend, args.n, 32) if backend.batches_seeded_prompts else 1)
     with JsonlAppender(output) as out, tqdm(total=len(problems), unit="problem", file=sys.stderr) as bar:
         recorder = Recorder(sandbox, benchmark, out, args, bar)
-        for start in range(0, len(problems), chunk_size):
-            chunk = problems[start:start + chunk_size]
-            prompts = [format_prompt(problem, tokenizer, do_not_format=args.do_not_format, **args.kwargs)
-                       for problem in chunk]
-            outputs = backend.generate(prompts, n=args.n, temperature=args.temperature, max_tokens=args.max_tokens,
-                                       stop=stop, seed=[problem_seed(args.seed, problem.id) for problem in chunk])
-            recorder.submit(chunk, [problem_record(problem, prompt, output, args.n)
-                                    for problem, prompt, output in zip(chunk, prompts, outputs)])
-        recorder.finish()
+        try:
+            for start in range(0, len(problems), chunk_size):
+                chunk = problems[start:start + chunk_size]
+                prompts = [format_prompt(problem, tokenizer, do_not_format=args.do_not_format, **args.kwargs)
+                           for problem in chunk]
+                outputs = backend.generate(prompts, n=args.n, temperature=args.temperature,
+                                           max_tokens=args.max_tokens, stop=stop,
+                                           seed=[problem_seed(args.seed, problem.id) for problem in chunk])
+                recorder.submit(chunk, [problem_record(problem, prompt, output, args.n)
+                                        for problem, prompt, output in zip(chunk, prompts, outputs)])
+        finally:  # chunks generated before an engine failure are still judged and written
+            recorder.finish()
 
 
 def main(argv=None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     args = parse_args(argv)
     return run_stage(args, output_path(args), RESULT_ARGS, check_run_args, run)
 

@@ -15,7 +15,8 @@ Writes  generate/MCTS/<Domain>/<slug>/time_<TL>_iter_<IT>_sample_<NS>_decision_<
         --iteration_limit 10 --num_sample 4 --num_decision 3 --max_tokens 256
 
 Trees of `--max_active` problems are searched at once and their expansions batched into one policy
-call per round (experiment/mcts_batch.py); `--leaves_per_tree` > 1 also batches several leaves of one
+call per round (experiment/mcts_batch.py); with vLLM or a server they take turns in two cohorts, one
+generating while the sandbox judges the other's programs; `--leaves_per_tree` > 1 also batches several leaves of one
 tree (virtual loss). A kill loses at most the trees in flight. Shards: `--num_shards N --shard_id i`,
 then `python -m experiment.merge_shards <output without the shard suffix> --num_shards N`.
 Value data: `python -m experiment.process_gen_data --method MCTS` with the same MCTS flags.
@@ -34,8 +35,8 @@ from collections import Counter
 
 from data.jsonl import DataError, JsonlAppender
 from data.registry import get_benchmark
-from evaluation.execution import Sandbox
-from evaluation.verifier import verify
+from evaluation.judging import verify
+from evaluation.sandbox import Sandbox
 from experiment import paths
 from experiment.common import (
     GENERATION_RESULT_ARGS,
@@ -46,11 +47,20 @@ from experiment.common import (
     backend_from_args,
     check_run_args,
     idx_list,
-    run_stage,
+    search_batching,
     stop_strings,
     str_list,
 )
 from experiment.mcts_batch import SearchConfig, run_searches
+from experiment.mcts_star_batch import add_star_args, fill_mode_settings
+from experiment.sample_star import (
+    STAR_RESULT_ARGS,
+    add_value_model_args,
+    check_star_settings,
+    run_star,
+    star_output_path,
+)
+from experiment.stage import run_stage
 from prompts import format_for_act, format_for_think, format_prompt
 
 logger = logging.getLogger("experiment.sample_mcts")
@@ -64,7 +74,12 @@ def parse_args(argv=None) -> argparse.Namespace:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     add_problem_args(parser)
     add_generation_args(parser)
+    parser.add_argument("--algorithm", default="line", choices=("line", "star"),
+                        help="line: the MCTS over lines with verifier rollouts; star: ReST-MCTS*'s MCTS* guided by a "
+                             "value model (--rm_backend; experiment/sample_star.py)")
     mcts = add_search_args(parser)
+    add_star_args(parser, mode="generate")
+    add_value_model_args(parser)
     mcts.add_argument("--use_thought", action="store_true",
                       help="two-stage expansion: num_sample thoughts, then one action per thought")
     mcts.add_argument("--stop_think", type=str_list, default=None,
@@ -73,12 +88,20 @@ def parse_args(argv=None) -> argparse.Namespace:
     mcts.add_argument("--value_targets", default="tree", choices=("tree", "mc"),
                       help="mc: also estimate each line prefix of the sampled programs by --mc_rollouts rollouts")
     mcts.add_argument("--mc_rollouts", type=int, default=4, help="rollouts per line prefix (--value_targets mc)")
-    mcts.add_argument("--max_active", type=int, default=16, help="problems searched at once (batched together)")
+    mcts.add_argument("--max_active", type=int, default=None,
+                      help="problems searched at once, batched together (default: two cohorts of at least 256 "
+                           "sequences per vLLM engine per round, one judged while the other generates; 16 trees "
+                           "in one cohort with the hf engine)")
     mcts.add_argument("--leaves_per_tree", type=int, default=1,
                       help="expansions of one tree per round (virtual loss); 1: the original's search")
     parser.add_argument("--output", default=None, help="output file (default: the original's path)")
     args = parser.parse_args(argv)
     args.idx_list = idx_list(args.idx_list)
+    if args.algorithm == "star":
+        fill_mode_settings(args)
+    else:  # the line search's own defaults (add_star_args left them None)
+        args.iteration_limit = 100 if args.iteration_limit is None else args.iteration_limit
+        args.exploration_constant = 0.2 if args.exploration_constant is None else args.exploration_constant
     if args.value_targets == "tree":
         args.mc_rollouts = 0
     return args
@@ -88,7 +111,7 @@ def check_settings(args: argparse.Namespace) -> None:
     """One-line errors for settings no search can run with."""
     check_run_args(args)
     for name in ("num_sample", "num_decision", "max_active", "leaves_per_tree"):
-        if getattr(args, name) < 1:
+        if getattr(args, name) is not None and getattr(args, name) < 1:
             raise DataError(f"--{name}", None, f"must be at least 1, got {getattr(args, name)}")
     if not args.iteration_limit and args.time_limit is None:
         raise DataError("--iteration_limit", None, "0 (no limit) needs a --time_limit")
@@ -110,11 +133,12 @@ def output_path(args: argparse.Namespace) -> str:
 
 
 def search_config(args: argparse.Namespace, backend) -> SearchConfig:
+    max_active, cohorts = search_batching(backend, args.max_active, args.num_sample * args.leaves_per_tree)
     return SearchConfig(
         domain=args.domain, num_sample=args.num_sample, num_decision=args.num_decision,
         exploration_constant=args.exploration_constant, eps=args.eps, iteration_limit=args.iteration_limit,
         time_limit=args.time_limit, temperature=args.temperature, max_tokens=args.max_tokens,
-        stop=stop_strings(args), leaves_per_tree=args.leaves_per_tree, max_active=args.max_active,
+        stop=stop_strings(args), leaves_per_tree=args.leaves_per_tree, max_active=max_active, cohorts=cohorts,
         mc_rollouts=args.mc_rollouts, seed=args.seed, use_thought=args.use_thought,
         max_thought_tokens=args.max_thought_tokens, stop_think=args.stop_think,
         # a backend that samples prompt by prompt under per-prompt seeds gets one seed per call: batches
@@ -143,7 +167,7 @@ def run(args: argparse.Namespace, problems: list, output: str, sandbox: Sandbox)
 
     with JsonlAppender(output) as out, tqdm(total=len(problems), unit="problem", file=sys.stderr) as bar:
         def evaluate(items):
-            verdicts = verify(sandbox, benchmark, items, args.timeout)
+            verdicts = verify(sandbox, benchmark, items, args.timeout, hardened=True)  # value targets: hardened
             statuses.update(verdict.status for group in verdicts for verdict in group)
             return [[verdict.reward + args.low_b for verdict in group] for group in verdicts]
 
@@ -161,8 +185,9 @@ def run(args: argparse.Namespace, problems: list, output: str, sandbox: Sandbox)
 
 
 def main(argv=None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     args = parse_args(argv)
+    if args.algorithm == "star":
+        return run_stage(args, star_output_path(args), STAR_RESULT_ARGS, check_star_settings, run_star)
     return run_stage(args, output_path(args), RESULT_ARGS, check_settings, run)
 
 

@@ -24,10 +24,11 @@ import json
 import logging
 import sys
 from collections import defaultdict
+from contextlib import ExitStack
 
-from data.jsonl import DataError, JsonlAppender, read_done, read_jsonl, write_json
-from evaluation.execution import SandboxError
+from data.jsonl import DataError, JsonlAppender, output_lock, read_done, read_jsonl, write_json
 from experiment.common import add_generation_args, backend_from_args, problem_seed
+from experiment.stage import stage_main
 
 logger = logging.getLogger("experiment.zero_std")
 RESULT_ARGS = ("data", "groups", "backend", "engine", "n", "temperature", "max_tokens", "stop", "seed", "do_not_format",
@@ -141,25 +142,25 @@ def summary(path: str, labels: list[str], seed: int = 0, max_prefix_lines: int |
 
 
 def main(argv=None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    args = parse_args(argv)
-    try:
-        prompts = load_prompts(args.data, args.groups)
-        done = read_done(args.output, vars(args), RESULT_ARGS, key="key")
-        write_json(args.output + ".args.json", vars(args))
-    except (DataError, ValueError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    todo = [record for record in prompts if record["key"] not in done]
-    logger.info("%d groups to sample, %d already in %s", len(todo), len(done), args.output)
-    if todo:
+    return stage_main(measure, parse_args(argv))
+
+
+def measure(args: argparse.Namespace) -> None:
+    """Sample and judge the groups not yet in `args.output`, then print the summary (one run per output:
+    its lock held from before the resume read to the summary)."""
+    with ExitStack() as stack:
         try:
+            stack.enter_context(output_lock(args.output))
+            prompts = load_prompts(args.data, args.groups)
+            done = read_done(args.output, vars(args), RESULT_ARGS, key="key")
+            write_json(args.output + ".args.json", vars(args))
+        except OSError as exc:  # a file or folder that cannot be opened is bad input, as a malformed line is
+            raise DataError(exc.filename or args.output, None, exc.strerror or str(exc)) from exc
+        todo = [record for record in prompts if record["key"] not in done]
+        logger.info("%d groups to sample, %d already in %s", len(todo), len(done), args.output)
+        if todo:
             run(args, todo)
-        except SandboxError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 1
-    print(json.dumps(summary(args.output, list(args.data), args.seed)))
-    return 0
+        print(json.dumps(summary(args.output, list(args.data), args.seed)))
 
 
 if __name__ == "__main__":

@@ -38,7 +38,7 @@ from typing import Sequence
 
 from tqdm import tqdm
 
-from models.generation import Generation, PromptOutput, cut_at_stop, prompt_seeds
+from models.outputs import ENGINE_BATCH_SEQUENCES, Generation, PromptOutput, cut_at_stop, prompt_seeds
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +55,9 @@ class APIBackend:
     one is given (stages need it for chat templates), else None."""
 
     batches_seeded_prompts = True  # per-request seeds, concurrent requests
+    engines = 1  # one server, however many engines stand behind it
+    # a call of one vLLM engine's batch: `concurrency` requests stay in flight while the rest wait their turn
+    preferred_batch_sequences = ENGINE_BATCH_SEQUENCES
 
     def __init__(self, model: str, tokenizer=None, base_url: str | None = None, max_retries: int = 6,
                  backoff_base: float = 1.0, backoff_max: float = 60.0, timeout: float = 300.0,

@@ -6,40 +6,18 @@
 
 `hf` (transformers, batched, CPU or GPU) is implemented here; `vllm` (models/vllm_backend.py,
 imported only when chosen) and `api` (models/api_backend.py, any OpenAI-compatible server) behave
-the same. Every backend has `.tokenizer` (None for an api backend built without a local path).
+the same. Every backend has `.tokenizer` (None for an api backend built without a local path),
+`.engines` (the engines a call is split over) and `.preferred_batch_sequences` (the sequences one call
+should carry to keep them all busy; 0: no preference, the stage's own default).
 """
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
 from typing import Sequence
 
+from models.outputs import Generation, PromptOutput, cut_at_stop, prompt_seeds  # noqa: F401 (callers import them here)
+
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class Generation:
-    text: str
-    completion_tokens: int
-    finish_reason: str  # "stop" (a stop string or end of sequence) or "length"
-
-
-@dataclass
-class PromptOutput:
-    prompt_tokens: int
-    generations: list[Generation] = field(default_factory=list)
-
-
-def cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
-    """The text before the earliest stop string, and whether one was found.
-
-    >>> cut_at_stop("x = 1\\n```\\nmore", ["```"])
-    ('x = 1\\n', True)
-    """
-    positions = [text.find(s) for s in stop if s and s in text]
-    if not positions:
-        return text, False
-    return text[: min(positions)], True
 
 
 class HFBackend:
@@ -51,6 +29,11 @@ class HFBackend:
     (its text cut before the first one) and sampling uses exactly the options given, never the
     checkpoint's generation_config.json (which may set repetition_penalty, top_k, ...)."""
 
+    engines = 1
+    # no batch to ask for: the engine splits a call into batches of `batch_size` rows itself, and the stages'
+    # own defaults (32 problems per sampling call, 16 trees at once) are the ones measured with it on CPU
+    preferred_batch_sequences = 0
+
     def __init__(self, model: str, device: str | None = None, dtype: str = "auto", batch_size: int | None = None,
                  tokenizer=None, model_object=None, decoder: str = "loop"):
         import torch
@@ -58,7 +41,9 @@ class HFBackend:
 
         if decoder not in ("loop", "generate"):
             raise ValueError(f"decoder must be loop or generate, got {decoder!r}")
-        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        from models.gpu_plan import default_device
+
+        self.device = device or default_device()  # GPUs torch cannot use stop the run (never a silent CPU run)
         self.tokenizer = tokenizer or AutoTokenizer.from_pretrained(model, padding_side="left")
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token is None:
@@ -180,23 +165,6 @@ def end_token_ids(tokenizer, model) -> set[int]:
     return {token for token in [tokenizer.eos_token_id, *configured] if token is not None}
 
 
-def prompt_seeds(seed: int | Sequence[int] | None, count: int, n: int) -> list[int | None]:
-    """Each prompt's seed for the vllm and api backends, whose sample j of prompt i then draws with
-    `seeds[i] + j`: one int gives prompt i `seed + i * n` (no two samples of a call share a seed),
-    a sequence is taken as the per-prompt seeds (as the hf backend does).
-
-    >>> prompt_seeds(10, 2, 3), prompt_seeds([5, 9], 2, 3), prompt_seeds(None, 2, 3)
-    ([10, 13], [5, 9], [None, None])
-    """
-    if seed is None:
-        return [None] * count
-    if isinstance(seed, int):
-        return [seed + index * n for index in range(count)]
-    if len(seed) != count:
-        raise ValueError(f"{len(seed)} seeds for {count} prompts")
-    return list(seed)
-
-
 def build_backend(model: str, engine: str = "auto", use_api: bool = False, **options):
     """The backend for `--engine auto|hf|vllm` and `--use_api` (auto: vLLM when installed and a GPU
     is visible, else hf). `options` go to the backend's constructor."""
@@ -227,8 +195,9 @@ def resolve_engine(engine: str) -> str:
 
 
 def _vllm_usable() -> bool:
-    """vLLM installed and a GPU visible, counted through NVML: `torch.cuda.is_available()` would
-    initialise CUDA here and poison the engine process vLLM forks next."""
+    """vLLM installed and a GPU torch can use (`gpu_plan.visible_gpus`: CUDA is not initialised here, which
+    would poison the engine process vLLM forks next). GPUs that torch cannot use raise CudaUnusableError:
+    `auto` then stops instead of falling back to the hf engine on the CPU."""
     import importlib.util
 
     if importlib.util.find_spec("vllm") is None:

@@ -17,7 +17,11 @@ from __future__ import annotations
 
 import logging
 import os
+import subprocess
+import sys
 from dataclasses import dataclass
+
+from models.errors import CudaUnusableError
 
 logger = logging.getLogger(__name__)
 
@@ -116,11 +120,12 @@ def _cuda_index(device: str | None) -> int | None:
 
 # -- what the plans read: the model's config, the GPUs (without initialising CUDA) ------------------
 
-def model_shape(path: str) -> tuple[int, float]:
-    """(attention heads, weight bytes in the checkpoint's dtype) from the config alone (no weights read)."""
+def model_shape(path: str, trust_remote_code: bool = False) -> tuple[int, float]:
+    """(attention heads, weight bytes in the checkpoint's dtype) from the config alone (no weights read).
+    `trust_remote_code`: the config is the checkpoint's own code (InternLM2-Reward), as its loader reads it."""
     from transformers import AutoConfig
 
-    config = AutoConfig.from_pretrained(path)
+    config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
     text = getattr(config, "get_text_config", lambda: config)()
     hidden, layers = text.hidden_size, text.num_hidden_layers
     heads = text.num_attention_heads
@@ -135,11 +140,67 @@ def model_shape(path: str) -> tuple[int, float]:
 
 
 def visible_gpus() -> int:
-    """The visible CUDA devices, counted through NVML: unlike `torch.cuda.is_available()` this does not
-    initialise CUDA in this process, so vLLM's engine process forked later can still use it."""
+    """The visible CUDA devices torch can use. They are counted through NVML, and whether CUDA works is
+    asked of `torch.cuda.is_available()` in a child process (here only when this process has initialised
+    CUDA already): initialising CUDA here would poison the engine process vLLM forks later. Raises
+    CudaUnusableError when NVML counts GPUs that torch cannot use (a driver too old for torch's CUDA
+    build): a run then stops instead of going on on the CPU. CUDA_VISIBLE_DEVICES= asks for the CPU."""
     import torch
 
-    return torch.cuda.device_count()
+    count = torch.cuda.device_count()
+    problem = cuda_problem() if count else None
+    if problem is not None:
+        raise CudaUnusableError(
+            f"NVML sees {count} GPU(s) but torch {torch.__version__} (built for CUDA {torch.version.cuda}) cannot "
+            f"use them ({problem}): update the driver or install a torch built for it, or set "
+            "CUDA_VISIBLE_DEVICES= to run on the CPU")
+    return count
+
+
+_PROBED: dict[str | None, str | None] = {}  # CUDA_VISIBLE_DEVICES -> why torch cannot use CUDA (None: it can)
+CUDA_PROBE = "import torch; print(torch.cuda.is_available())"
+
+
+def cuda_problem() -> str | None:
+    """None when `torch.cuda.is_available()`, else why not (torch's own warning, e.g. "The NVIDIA
+    driver on your system is too old"). Asked of a child process unless CUDA is initialised here."""
+    import torch
+
+    if torch.cuda.is_initialized():
+        return None if torch.cuda.is_available() else "torch.cuda.is_available() is False"
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible not in _PROBED:
+        _PROBED[visible] = run_cuda_probe()
+    return _PROBED[visible]
+
+
+def run_cuda_probe() -> str | None:
+    """`torch.cuda.is_available()` in a fresh interpreter: None when True, else why not."""
+    environment = {**os.environ}
+    environment.pop("PYTORCH_NVML_BASED_CUDA_CHECK", None)  # the real check, not NVML's count again
+    done = subprocess.run([sys.executable, "-c", CUDA_PROBE], env=environment, capture_output=True, text=True,
+                          timeout=300)
+    return None if done.stdout.strip().endswith("True") else probe_reason(done.stderr)
+
+
+def probe_reason(stderr: str) -> str:
+    """The reason in the probe's stderr: torch's CUDA warning, else its last line.
+
+    >>> probe_reason("x.py:1: UserWarning: CUDA initialization: The NVIDIA driver on your system is too old "
+    ...              "(found version 11040). (Triggered internally at c10/cuda/CUDAFunctions.cpp:108.)")
+    'CUDA initialization: The NVIDIA driver on your system is too old (found version 11040).'
+    """
+    for line in stderr.splitlines():
+        if "UserWarning: " in line:
+            return line.split("UserWarning: ", 1)[1].split(" (Triggered internally")[0].strip()
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    return lines[-1] if lines else "torch.cuda.is_available() is False"
+
+
+def default_device() -> str:
+    """`cuda` when torch can use a GPU, `cpu` when none is visible; CudaUnusableError when GPUs are
+    there but torch cannot use them (see `visible_gpus`): never a silent run on the CPU."""
+    return "cuda" if visible_gpus() else "cpu"
 
 
 def gpu_memory_bytes() -> float:

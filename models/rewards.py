@@ -1,4 +1,4 @@
-"""The ReST-GRPO reward (reference §5.3), as a TRL reward function.
+"""The ReST-GRPO reward, as the original computes it, as a TRL reward function.
 
 For completion i of a GRPO batch the program judged is `partial_state[i] + valid`, where `valid`
 is the completion cut at the earliest stop string of its domain (for code: the closing fence):
@@ -9,7 +9,7 @@ is the completion cut at the earliest stop string of its domain (for code: the c
 
 Prompts hold the chat template and the partial solution already, so TRL hands us completions that
 continue `partial_state`. The whole batch is judged in one parallel call to one long-lived sandbox
-(`evaluation.verifier.verify`), created lazily in the process that first scores and closed at exit.
+(`evaluation.judging.verify`), created lazily in the process that first scores and closed at exit.
 The parts of the reward and the verifier statuses are logged separately through TRL's
 `log_metric` (`reward/execution`, `reward/symbol`, `reward/trailing_penalty`, `status/<status>`);
 with `log_path`, each call also appends one JSON line (the step, ids, parts and statuses).
@@ -28,8 +28,8 @@ from data.jsonl import JsonlAppender
 from data.records import STATUSES, Problem, problem_from_record
 from data.registry import get_benchmark
 from evaluation.env_check import interpreter_for
-from evaluation.execution import Sandbox
-from evaluation.verifier import verify
+from evaluation.judging import verify
+from evaluation.sandbox import Sandbox
 
 logger = logging.getLogger(__name__)
 
@@ -155,7 +155,8 @@ class CodeReward:
             groups = list(by_domain[domain].values())
             items = [(problem, [programs[i] for i in indices]) for problem, indices in groups]
             sandbox = self.sandbox_for(domain)
-            for (_, indices), judged in zip(groups, verify(sandbox, get_benchmark(domain), items, self.timeout)):
+            judgements = verify(sandbox, get_benchmark(domain), items, self.timeout, hardened=True)
+            for (_, indices), judged in zip(groups, judgements):
                 for index, verdict in zip(indices, judged):
                     verdicts[index] = verdict
 

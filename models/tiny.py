@@ -1,18 +1,21 @@
-"""The tiny policy: a small Qwen2 trained on TinyCode on CPU in a few minutes, with no download.
+"""The tiny policy: a small Qwen2 trained on TinyCode (or TinyMath) on CPU in a few minutes, with no download.
 
-    python -m models.tiny [--output models/ckpts/tiny-coder] [--steps 500] [--seed 0] [--threads 1] \
-        [--eval_n 4] [--if_missing]
+    python -m models.tiny [--task TinyCode] [--output models/ckpts/tiny-coder] [--steps 500] [--seed 0] \
+        [--threads 1] [--eval_n 4] [--if_missing]
+    python -m models.tiny --task TinyMath        # into models/ckpts/tiny-math
 
-reads `data/TinyCode/{train,test}.jsonl` (generated first, seed 0, when missing), trains a
+reads `data/<task>/{train,test}.jsonl` (generated first, seed 0, when missing), trains a
 byte-level BPE on the spot (digits one per token, Qwen2's split pattern so that reloading gives the
 same ids) and a small Qwen2 on exactly the text the policy sees when sampling: the chat-formatted
-prompt (`prompts.format_prompt`, ending in "```python\\n" and the signature), then the body of the
-reference solution, the closing fence and the end-of-turn token, with the loss on the completion
-only. Batches are bucketed by length (little padding); the learning rate warms up, then decays
-along a cosine. Writes `<output>/` (model, tokenizer with the ChatML chat template,
-`training_args.json`, `eval.json`: test pass@1 at `--eval_temperature`, n samples per problem,
-judged in the sandbox, and the training time), first into a temporary folder renamed at the end,
-so a killed run never leaves a half model at the output path.
+prompt (`prompts.format_prompt`; TinyCode's ends in "```python\\n" and the signature, TinyMath's
+after the instruction and the question), then the reference solution past the starter code, the
+task's closing (TinyCode's fence; TinyMath has none: its solution ends with `#### answer`) and the
+end-of-turn token, with the loss on the completion only. Batches are bucketed by length (little
+padding); the learning rate warms up, then decays along a cosine. Writes `<output>/` (model,
+tokenizer with the ChatML chat template, `training_args.json`, `eval.json`: test pass@1 at
+`--eval_temperature`, n samples per problem, judged by the benchmark (TinyCode in the sandbox,
+TinyMath by the strict GSM8K rule), and the training time), first into a temporary folder renamed
+at the end, so a killed run never leaves a half model at the output path.
 
 The builders are also what tests of mechanics use (a random model in a second):
 
@@ -21,6 +24,7 @@ The builders are also what tests of mechanics use (a random model in a second):
 """
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import math
@@ -29,8 +33,8 @@ import random
 import shutil
 import sys
 import time
-from dataclasses import asdict, dataclass, field
-from typing import Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from typing import Callable, Iterable, Iterator, NamedTuple, Sequence
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +47,22 @@ QWEN2_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[
                r"\s*[\r\n]+|\s+(?!\S)|\s+")
 CLOSING_FENCE = "```"
 IGNORE_INDEX = -100  # label of a token that carries no loss (prompt, padding)
+
+
+class TinyTask(NamedTuple):
+    """What differs between the tasks a tiny policy learns; the benchmark of the same name does the rest."""
+    generator: str  # module whose write(directory, seed=0) writes the data
+    policy: str  # default folder name under models/ckpts
+    closing: str  # written after the solution, before the end of turn
+    steps: Callable  # problem -> its number of steps, for pass@1 by steps
+
+
+TASKS = {
+    # TinyCode's steps are the chained operations of its template (`...|a>b>c`)
+    "TinyCode": TinyTask("data.tinycode", "tiny-coder", CLOSING_FENCE,
+                         lambda problem: problem.meta["template"].split("|")[1].count(">") + 1),
+    "TinyMath": TinyTask("data.tinymath", "tiny-math", "", lambda problem: len(problem.meta["events"])),
+}
 
 
 def build_tokenizer(texts: Iterable[str], vocab_size: int = 1024):
@@ -81,10 +101,12 @@ def build_model(tokenizer, hidden_size: int = 64, layers: int = 2, heads: int = 
 
 @dataclass
 class TinyPolicyArguments:
-    output: str = field(default=os.path.join("models", "ckpts", "tiny-coder"),
-                        metadata={"help": "folder the model, tokenizer, training_args.json and eval.json go to"})
-    data_directory: str = field(default=os.path.join("data", "TinyCode"),
-                                metadata={"help": "TinyCode train.jsonl/test.jsonl (generated with seed 0 if missing)"})
+    task: str = field(default="TinyCode", metadata={"help": "what the policy learns", "choices": tuple(TASKS)})
+    output: str = field(default="", metadata={
+        "help": "folder the model, tokenizer, training_args.json and eval.json go to (empty: models/ckpts/tiny-coder "
+                "for TinyCode, models/ckpts/tiny-math for TinyMath)"})
+    data_directory: str = field(default="", metadata={
+        "help": "the task's train.jsonl/test.jsonl, generated with seed 0 if missing (empty: data/<task>)"})
     steps: int = field(default=500, metadata={"help": "optimizer steps"})
     batch_size: int = field(default=32, metadata={"help": "sequences per step"})
     learning_rate: float = field(default=3e-3, metadata={"help": "peak AdamW learning rate"})
@@ -108,17 +130,24 @@ class TinyPolicyArguments:
     max_eval_problems: int = field(default=0, metadata={"help": "evaluate only the first N test problems (0: all)"})
     if_missing: bool = field(default=False, metadata={"help": "do nothing when the output folder already exists"})
 
+    def __post_init__(self):
+        if self.task not in TASKS:
+            raise ValueError(f"unknown task {self.task!r}: expected one of {', '.join(TASKS)}")
+        self.output = self.output or os.path.join("models", "ckpts", TASKS[self.task].policy)
+        self.data_directory = self.data_directory or os.path.join("data", self.task)
+
 
 def load_splits(args: TinyPolicyArguments):
-    """(train problems, test problems); writes the canonical TinyCode data (seed 0) when missing."""
-    from data import tinycode
+    """(train problems, test problems); writes the task's canonical data (seed 0) when missing."""
+    import importlib
+
     from data.registry import get_benchmark
 
     train_path = os.path.join(args.data_directory, "train.jsonl")
     if not os.path.exists(train_path):
-        logger.info("no %s: generating TinyCode (seed 0)", train_path)
-        tinycode.write(args.data_directory, seed=0)
-    benchmark = get_benchmark("TinyCode")
+        logger.info("no %s: generating %s (seed 0)", train_path, args.task)
+        importlib.import_module(TASKS[args.task].generator).write(args.data_directory, seed=0)
+    benchmark = get_benchmark(args.task)
     train = benchmark.load(args.data_directory, "train.jsonl")
     test = benchmark.load(args.data_directory, "test.jsonl")
     if args.max_train_problems:
@@ -130,17 +159,22 @@ def load_splits(args: TinyPolicyArguments):
 
 def completion_text(problem) -> str:
     """What the policy should write after the prompt: the solution past the starter code, then the
-    closing fence (the stop string)."""
+    task's closing (TinyCode's fence, its stop string; nothing after TinyMath's `#### answer`)."""
     solution = problem.meta["solution"]
     if not solution.startswith(problem.init_state):
         raise ValueError(f"{problem.id}: the solution does not begin with the starter code")
-    return solution[len(problem.init_state):] + CLOSING_FENCE
+    return solution[len(problem.init_state):] + TASKS[problem.domain].closing
 
 
 def tokenizer_texts(problems) -> list[str]:
-    # the chat scaffolding's words too, so that "user", "assistant" and "```python" get tokens
-    return ["user\nassistant\n```python\n"] + [p.prompt for p in problems] + \
-        [p.meta["solution"] + CLOSING_FENCE for p in problems]
+    """The user messages and solutions, and the chat scaffolding's words first, so that "user",
+    "assistant" and the response prefix ("```python") get tokens."""
+    from data.registry import get_benchmark
+
+    benchmark = get_benchmark(problems[0].domain)
+    closing = TASKS[problems[0].domain].closing
+    return ["user\nassistant\n" + benchmark.response_prefix(problems[0], "")] + \
+        [benchmark.user_message(p) for p in problems] + [p.meta["solution"] + closing for p in problems]
 
 
 def encode_examples(problems, tokenizer) -> list[tuple[list[int], int]]:
@@ -231,17 +265,28 @@ def train(model, examples, pad_id: int, args: TinyPolicyArguments) -> list[dict]
     return curve
 
 
+def judge(benchmark, items) -> list[list]:
+    """Verdicts of `items` = [(problem, programs)]: in the sandbox, or by the benchmark's own `grade`
+    (strict) for one that runs no code (the math domains)."""
+    from evaluation.judging import verify
+    from evaluation.sandbox import Sandbox
+
+    if not benchmark.needs_sandbox:
+        return [[benchmark.grade(problem, program) for program in programs] for problem, programs in items]
+    with Sandbox() as sandbox:  # one worker per core: generation is over, the cores are free
+        return verify(sandbox, benchmark, items)
+
+
 def evaluate(model_dir: str, problems, args: TinyPolicyArguments) -> dict:
     """pass@1 over `problems`: `eval_n` samples each at `eval_temperature`, through the hf backend,
-    judged in the sandbox; also by the number of steps of the task (4 steps: lengths no train task has)."""
+    judged as `judge` does; also by the number of steps of the task (TinyCode's 4 steps, TinyMath's 4
+    events: lengths no train task has)."""
     from data.registry import get_benchmark
-    from evaluation.execution import Sandbox
     from evaluation.metrics import summarize
-    from evaluation.verifier import verify
     from models.generation import HFBackend
     from prompts import format_prompt
 
-    benchmark = get_benchmark("TinyCode")
+    benchmark = get_benchmark(args.task)
     backend = HFBackend(model_dir, device="cpu", batch_size=64)
     prompts = [format_prompt(problem, backend.tokenizer) for problem in problems]
     started = time.time()
@@ -250,16 +295,14 @@ def evaluate(model_dir: str, problems, args: TinyPolicyArguments) -> dict:
     generation_s = time.time() - started
     items = [(problem, [problem.init_state + benchmark.extract_code(g.text) for g in output.generations])
              for problem, output in zip(problems, outputs)]
-    with Sandbox() as sandbox:  # one worker per core: generation is over, the cores are free
-        verdicts = verify(sandbox, benchmark, items)
+    verdicts = judge(benchmark, items)
     rewards = [[verdict.reward for verdict in group] for group in verdicts]
     statuses: dict[str, int] = {}
     for verdict in (v for group in verdicts for v in group):
         statuses[verdict.status] = statuses.get(verdict.status, 0) + 1
     by_steps: dict[str, list] = {}
     for problem, group in zip(problems, rewards):
-        steps = problem.meta["template"].split("|")[1].count(">") + 1
-        by_steps.setdefault(str(steps), []).append(group)
+        by_steps.setdefault(str(TASKS[args.task].steps(problem)), []).append(group)
     return {**summarize(rewards, ks=(1,)), "statuses": statuses, "generation_s": round(generation_s, 1),
             "pass@1_by_steps": {k: round(summarize(v, ks=(1,))["pass@1"], 4) for k, v in sorted(by_steps.items())},
             "n": args.eval_n, "temperature": args.eval_temperature, "max_tokens": args.eval_max_tokens}
@@ -289,13 +332,36 @@ def build_policy(args: TinyPolicyArguments, folder: str) -> dict:
             "threads": torch.get_num_threads(), "train_problems": len(train_problems)}
 
 
-def main(argv: list[str] | None = None) -> dict:
+def string_to_bool(text: str) -> bool:
+    """`--if_missing true|false|yes|no|1|0` (the bare flag means true)."""
+    if text.lower() in ("true", "yes", "1"):
+        return True
+    if text.lower() in ("false", "no", "0"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def parse_args(argv: list[str] | None = None) -> TinyPolicyArguments:
+    """The command line: one flag per field of `TinyPolicyArguments` (also spelled with dashes), its help
+    line and default from the field."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    kinds = {"str": str, "int": int, "float": float, "bool": string_to_bool}
+    for spec in fields(TinyPolicyArguments):
+        flags = [f"--{spec.name}"] + ([f"--{spec.name.replace('_', '-')}"] if "_" in spec.name else [])
+        extra = {"nargs": "?", "const": True} if spec.type == "bool" else {}
+        parser.add_argument(*flags, dest=spec.name, type=kinds[spec.type], default=spec.default,
+                            help=spec.metadata["help"], choices=spec.metadata.get("choices"), **extra)
+    return TinyPolicyArguments(**vars(parser.parse_args(argv)))
+
+
+def train_tiny_policy(args: TinyPolicyArguments) -> dict:
+    """Train (and with eval_n > 0 evaluate) the policy into `args.output`; returns the figures written
+    to its eval.json, or {} when `if_missing` finds the folder there. Raises DataError on a bad data file."""
     import torch
-    from transformers import HfArgumentParser
 
     from data.jsonl import write_json
 
-    (args,) = HfArgumentParser(TinyPolicyArguments).parse_args_into_dataclasses(argv)
     if args.if_missing and os.path.exists(os.path.join(args.output, "config.json")):
         logger.info("%s exists: nothing to do (--if_missing)", args.output)
         return {}
@@ -348,12 +414,22 @@ def _replace(folder: str, output: str) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-if __name__ == "__main__":
+def main(argv: list[str] | None = None) -> int:
+    """Exit 0 with the figures (less the loss curve) printed as one JSON line; 2 with one line on a
+    missing or malformed data file."""
     from data.jsonl import DataError
+    from models.training import configure_logging
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    configure_logging()
+    args = parse_args(argv)
     try:
-        figures = main()
-    except DataError as error:  # a missing or malformed data file: one line, no traceback
-        sys.exit(f"error: {error}")
+        figures = train_tiny_policy(args)
+    except DataError as error:  # one line, no traceback
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     print(json.dumps({key: value for key, value in figures.items() if key != "loss_curve"}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,4 +1,4 @@
-"""Policy baselines (reference §6) on TRL's trainers: ReST-EM style SFT and ReST-DPO.
+"""Policy baselines, as the original trains them, on TRL's trainers: ReST-EM style SFT and ReST-DPO.
 
 Reads the files `experiment.process_gen_data` writes:
   --mode sft  `{prompt, completion}` (accepted programs, closed with their end marker) -> SFTTrainer,
@@ -23,6 +23,7 @@ import logging
 import sys
 
 from data.jsonl import DataError, JsonlAppender
+from models.errors import CudaUnusableError
 from models.training import (
     build_parser,
     configure_logging,
@@ -38,7 +39,7 @@ from models.training import (
 logger = logging.getLogger("models.train")
 
 FIELDS = {"sft": ("prompt", "completion"), "dpo": ("prompt", "chosen", "rejected")}
-# The original script's defaults (reference §6.1) where they differ from TRL's
+# The original script's defaults where they differ from TRL's
 DEFAULTS = {"learning_rate": 2e-5, "num_train_epochs": 1.0, "save_steps": 0.5, "per_device_train_batch_size": 4,
             "report_to": "wandb", "max_length": 2048, "bf16": None, "fp16": None}
 
@@ -135,3 +136,6 @@ if __name__ == "__main__":
     except DataError as exc:  # bad training data: one line naming the file, line and field
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
+    except CudaUnusableError as exc:  # GPUs torch cannot use: one line, not a silent CPU run
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(1)

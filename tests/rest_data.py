@@ -13,7 +13,7 @@ from pathlib import Path
 from data.jsonl import write_jsonl
 from data.registry import get_benchmark
 from data.tinycode import generate
-from evaluation.verifier import verify
+from evaluation.judging import verify
 from experiment import paths
 from prompts import format_prompt
 

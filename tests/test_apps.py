@@ -15,7 +15,7 @@ from data.apps import INLINE_LIMIT, TESTS_FILE, module_program, parse_test
 from data.jsonl import DataError
 from data.records import Problem
 from data.registry import get_benchmark
-from evaluation.verifier import verify
+from evaluation.judging import verify
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 SAMPLE = "apps/coderl_train_sample"

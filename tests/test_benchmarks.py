@@ -9,7 +9,7 @@ import pytest
 from conftest import shared_data
 
 from data.registry import get_benchmark
-from evaluation.verifier import verify
+from evaluation.judging import verify
 
 
 def _check_all(sandbox, domain, path, programs_of):

@@ -16,9 +16,9 @@ from conftest import REPO, fixture_records, shared_data
 from data import bigcodebench
 from data.build_env import missing_libraries, requirement_file
 from data.jsonl import DataError
+from data.records import Job
 from data.registry import get_benchmark
-from evaluation.execution import Job
-from evaluation.verifier import verify
+from evaluation.judging import verify
 
 FIXTURES = REPO / "tests" / "fixtures"
 TINY = "bigcodebench_tiny.jsonl"

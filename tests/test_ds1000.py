@@ -13,7 +13,7 @@ from conftest import REPO, fixture_records
 from data.ds1000 import END_MARKERS, solution_code, starter_text
 from data.jsonl import DataError
 from data.registry import get_benchmark
-from evaluation.verifier import verify
+from evaluation.judging import verify
 
 FIXTURES = REPO / "tests" / "fixtures"
 TINY = "ds1000_tiny.jsonl"

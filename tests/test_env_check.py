@@ -130,7 +130,7 @@ def test_stage_start_opens_one_sandbox_and_checks_before_the_policy(tmp_path, mo
     import importlib
 
     from evaluation import env_check
-    from evaluation.execution import Sandbox
+    from evaluation.sandbox import Sandbox
 
     module = importlib.import_module(stage)
     events = []
@@ -175,7 +175,7 @@ def test_grpo_checks_in_the_reward_sandboxes(tmp_path):
     from datasets import Dataset
 
     from data.registry import get_benchmark
-    from evaluation.execution import SandboxError
+    from evaluation.sandbox import SandboxError
     from models.rewards import CodeReward
     from models.train_grpo import check_environment as grpo_check
 
@@ -207,7 +207,7 @@ def test_a_forked_child_does_not_hold_the_workers_open():
     import time
 
     from data.records import Job
-    from evaluation.execution import Sandbox
+    from evaluation.sandbox import Sandbox
 
     sandbox = Sandbox(workers=2)
     assert sandbox.run([Job("x = 1", tests=["assert x == 1"])])[0].status == "passed"

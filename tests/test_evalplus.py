@@ -13,7 +13,7 @@ from conftest import shared_data
 
 from data import evalplus
 from data.registry import get_benchmark
-from evaluation.verifier import verify
+from evaluation.judging import verify
 
 # Rebinds, in the program's namespace, builtins the judge uses (and the names a wrapper would reach for):
 # a judge that looked them up there would fail with this error instead of judging the program.

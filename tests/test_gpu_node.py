@@ -1,4 +1,4 @@
-"""What an 8-GPU node with 7B models needs, checked on CPU (issue 13): the tp/dp planner and the
+"""What an 8-GPU node with 7B models needs, checked on CPU: the tp/dp planner and the
 reward-model placement as arithmetic on a fake node, GPU counting that leaves CUDA alone before vLLM
 forks, reward models loaded by hub id from a local Hugging Face cache, GRPO's batch of whole groups on
 1/2/4/8 processes, its vLLM memory default, the policy's load precision, one BOS in GRPO prompts, and
@@ -117,8 +117,8 @@ def test_each_stage_help_states_the_placement_rule(stage):
 def test_data_parallel_replicas_sample_what_one_engine_samples(tiny_model_dir):
     """Two replica processes (the hf engine stands in for vLLM on CPU) split a call's prompts; with each
     prompt's own seed the samples are those of a single engine, in prompt order."""
+    from models.data_parallel import DataParallelBackend
     from models.generation import HFBackend
-    from models.vllm_backend import DataParallelBackend
 
     prompts = [f"def f{i}(x):\n" for i in range(5)]
     single = HFBackend(str(tiny_model_dir), device="cpu")
@@ -137,7 +137,7 @@ def test_data_parallel_replicas_sample_what_one_engine_samples(tiny_model_dir):
 def test_gpu_checks_before_vllm_do_not_initialise_cuda(monkeypatch):
     """torch.cuda.is_available() runs cudaGetDeviceCount (cuInit) unless PYTORCH_NVML_BASED_CUDA_CHECK
     is set, which poisons the engine process vLLM forks next; the engine choice and the plan count
-    GPUs through NVML (torch.cuda.device_count)."""
+    GPUs through NVML (torch.cuda.device_count) and ask a child process whether CUDA works."""
     import importlib.util
 
     import torch
@@ -150,7 +150,11 @@ def test_gpu_checks_before_vllm_do_not_initialise_cuda(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", poisoned)
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object() if name == "vllm" else None)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 8)
+    probes = []
+    monkeypatch.setattr(gpu_plan, "_PROBED", {})
+    monkeypatch.setattr(gpu_plan, "run_cuda_probe", lambda: probes.append("child") and None)
     assert generation._vllm_usable() and gpu_plan.visible_gpus() == 8
+    assert probes == ["child"]  # asked of a child process once, then remembered
 
 
 # -- item 3: reward models by hub id from the local cache --------------------------------------------
@@ -330,5 +334,7 @@ def test_train_sh_default_reads_the_file_steps_2_1_and_2_2_write():
     name = process_gen_data.files(args, "BigCodeBench")[1]
     aggregated = paths.value_data_name(name[: -len("_rewards.jsonl")] + ".jsonl", ["BigCodeBench", "DS1000", "APPS"])
     assert shown == os.path.join(paths.mcts_dir(paths.AGGREGATE, backend), aggregated)
-    readme = (REPO / "README.md").read_text()
-    assert "sample_5_decision_3_" not in readme.split("## Value models")[1].split("\n## ")[0]
+    # the documented 2.3 commands (README, the pipeline page, the value-model section) train on that file
+    for page in ("README.md", "docs/pipeline.md", "docs/training.md"):
+        text = (REPO / page).read_text()
+        assert "sample_5_decision_3_" not in text and "sample_5_decision_5_" in text, page

@@ -190,7 +190,7 @@ def test_virtual_loss_expands_several_leaves_of_one_tree_per_call():
 
 
 class ReferenceSearch:
-    """The original's sequential algorithm (§7.3), written out plainly: one iteration at a time,
+    """The original's sequential algorithm, written out plainly: one iteration at a time,
     each selected terminal node scored by running its program again."""
 
     def __init__(self, problem: Problem, num_sample=3, num_decision=2, c=0.2, eps=0.1, seed=0):
@@ -301,7 +301,7 @@ def test_prm_mode_values_children_with_the_scorer_and_runs_nothing():
                 # pruned by value at creation; values move later, so check the creation-time values
                 assert not hidden or min(reward(child["state"]) for child in children if child["visible"]) >= \
                     max(reward(child["state"]) for child in children if not child["visible"])
-                # the backup: all children's visits and sums, the pruned ones included (§10.3), on top of
+                # the backup: all children's visits and sums, the pruned ones included (as the original does), on top of
                 # a non-root node's own value-model visits (one, plus one per duplicate first line)
                 own = node["num_visits"] - sum(child["num_visits"] for child in children)
                 assert own >= 1 if node["depth"] > 0 else own == 0

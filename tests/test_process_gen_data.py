@@ -1,5 +1,5 @@
-"""ReST-GRPO data assembly (§4): the prefix distribution, the std filter, the best program, file names,
-and the records each mode writes from completions with known rewards."""
+"""ReST-GRPO data assembly, as the original does it: the prefix distribution, the std filter, the best
+program, file names, and the records each mode writes from completions with known rewards."""
 from __future__ import annotations
 
 import json

@@ -115,7 +115,7 @@ def test_prompts_stops_is_the_original_import_path():
 
 
 def test_thought_prompts_are_the_original_literals(chat_tokenizer):
-    """MCTS --use_thought (reference §1.3): think = history [question, reply + state], the ask, the think
+    """MCTS --use_thought (the original's prompts): think = history [question, reply + state], the ask, the think
     prefix; act = that history plus [ask, think prefix + thought], the act request and prefix + state."""
     from prompts import format_for_act, format_for_think
 

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from evaluation.execution import GIB, Job, Limits, Sandbox
+from data.records import GIB, Job, Limits
+from evaluation.sandbox import Sandbox
 
 ROOT = os.geteuid() == 0
 GOOD = Job("def add(a, b):\n    return a + b\n", tests=["assert add(1, 2) == 3", "assert add(-1, 1) == 0"])
@@ -124,7 +125,7 @@ def batch(tmp_path_factory):
 
 
 def _contained(isolation: dict) -> bool:
-    """Root, or a user namespace of its own: the full containment (see sandbox_contain.py)."""
+    """Root, or a user namespace of its own: the full containment (see evaluation/sandbox/contain.py)."""
     return bool(isolation.get("root")) or isolation.get("user_namespace") is True
 
 
@@ -436,11 +437,13 @@ def test_a_killed_callers_shared_dir_is_removed_by_the_next_sandbox(tmp_path):
     import subprocess
     import sys
 
-    code = ("import sys, time\nfrom evaluation.execution import Sandbox\n"
+    from evaluation.sandbox.host import make_shared_dir
+
+    code = ("import sys, time\nfrom evaluation.sandbox import Sandbox\n"
             "s = Sandbox(workers=1)\nprint(s.shared_dir, flush=True)\ntime.sleep(60)\n")
     child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     left = child.stdout.readline().strip()
-    alive_dir, lock = __import__("evaluation.execution", fromlist=["x"])._make_shared_dir()
+    alive_dir, lock = make_shared_dir()
     assert os.path.isdir(left) and os.path.isdir(alive_dir)  # a live sandbox's dir is kept
     child.send_signal(signal.SIGKILL)
     child.wait()
@@ -456,7 +459,7 @@ def test_a_killed_callers_shared_dir_is_removed_by_the_next_sandbox(tmp_path):
 def test_workers_default_to_the_cpus_this_process_may_use(tmp_path):
     """Affinity and cgroup quotas (v2 cpu.max on the cgroup or a parent, v1 cfs quota), not the
     machine's count."""
-    from evaluation.execution import available_cpus
+    from evaluation.sandbox import available_cpus
 
     affinity = len(os.sched_getaffinity(0))
     proc, v2 = tmp_path / "proc", tmp_path / "cg2"
@@ -488,7 +491,7 @@ def test_workers_default_to_the_cpus_this_process_may_use(tmp_path):
 
 
 def test_what_protection_is_missing():
-    from evaluation.execution import missing_protection
+    from evaluation.sandbox import missing_protection
 
     assert missing_protection({"root": True, "read_only": True}) is None
     assert missing_protection({"root": False, "user_namespace": True, "read_only": True}) is None
@@ -498,10 +501,10 @@ def test_what_protection_is_missing():
 
 
 def test_missing_protection_is_one_warning_line(caplog):
-    from evaluation import execution
+    from evaluation.sandbox import pool
 
-    execution._warned.clear()  # once per process: an earlier test may have printed it
-    with caplog.at_level("WARNING", logger="evaluation.execution"):
+    pool._warned.clear()  # once per process: an earlier test may have printed it
+    with caplog.at_level("WARNING", logger="evaluation.sandbox.pool"):
         with Sandbox(workers=2, no_privileges=True) as pool:
             pool.run([GOOD, GOOD])
     lines = [record.getMessage() for record in caplog.records if "user namespaces unavailable" in record.getMessage()]

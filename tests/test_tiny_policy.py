@@ -1,6 +1,7 @@
 """`python -m models.tiny` mechanics with a tiny config on a few problems: the saved folder loads
 with the Auto classes offline, keeps the chat template and one token per digit, the loss falls, the
-evaluation goes through the sandbox, and a rerun with --if_missing does nothing."""
+evaluation goes through the sandbox, and a rerun with --if_missing does nothing; `--task TinyMath`
+trains on the math prompt and solution and grades without the sandbox."""
 from __future__ import annotations
 
 import json
@@ -9,7 +10,7 @@ import random
 
 import pytest
 
-from data import tinycode
+from data import tinycode, tinymath
 from models.tiny import (
     TinyPolicyArguments,
     collate,
@@ -17,7 +18,8 @@ from models.tiny import (
     encode_examples,
     learning_rate_at,
     length_bucketed_batches,
-    main,
+    parse_args,
+    train_tiny_policy,
 )
 
 
@@ -36,7 +38,7 @@ def trained(data_directory, tmp_path_factory):
             "--learning_rate", "5e-3", "--warmup_steps", "4", "--hidden_size", "48", "--intermediate_size", "96",
             "--layers", "1", "--heads", "2", "--kv_heads", "1", "--threads", "1", "--log_every", "10",
             "--eval_n", "2", "--eval_max_tokens", "24", "--max_eval_problems", "2"]
-    figures = main(argv)
+    figures = train_tiny_policy(parse_args(argv))
     return output, figures, argv
 
 
@@ -73,7 +75,7 @@ def test_loss_falls_and_figures_are_written(trained):
 def test_if_missing_leaves_an_existing_policy_alone(trained):
     output, _, argv = trained
     before = os.path.getmtime(os.path.join(output, "model.safetensors"))
-    assert main(argv + ["--if_missing"]) == {}
+    assert train_tiny_policy(parse_args(argv + ["--if_missing"])) == {}
     assert os.path.getmtime(os.path.join(output, "model.safetensors")) == before
 
 
@@ -119,7 +121,7 @@ def test_same_seed_same_policy(trained, tmp_path):
 
     output, figures, argv = trained
     again = str(tmp_path / "again")
-    rerun = main(argv[2:] + ["--output", again, "--eval_n", "0"])
+    rerun = train_tiny_policy(parse_args(argv[2:] + ["--output", again, "--eval_n", "0"]))
     assert [point["loss"] for point in rerun["loss_curve"]] == [point["loss"] for point in figures["loss_curve"]]
     first, second = (load_file(os.path.join(folder, "model.safetensors")) for folder in (output, again))
     assert first.keys() == second.keys() and all(first[name].equal(second[name]) for name in first)
@@ -133,6 +135,65 @@ def test_bad_data_file_is_one_line_error(tmp_path):
     (tmp_path / "train.jsonl").write_text('{"task_id": "TinyCode/train/0"}\n')
     run = subprocess.run([sys.executable, "-m", "models.tiny", "--data_directory", str(tmp_path), "--output",
                           str(tmp_path / "policy")], capture_output=True, text=True, timeout=120)
-    assert run.returncode == 1
+    assert run.returncode == 2  # bad input, as every stage
     assert run.stderr.strip().splitlines()[-1] == f"error: {tmp_path / 'train.jsonl'}:1: missing field 'prompt'"
     assert sorted(os.listdir(tmp_path)) == ["train.jsonl"]
+
+
+def test_command_line_is_the_dataclass():
+    """Every field is a flag with its default (also spelled with dashes); --if_missing bare or with a value."""
+    assert parse_args([]) == TinyPolicyArguments()
+    assert parse_args(["--if_missing"]).if_missing and not parse_args(["--if_missing", "false"]).if_missing
+    assert parse_args(["--learning-rate", "0.5", "--steps", "3"]) == TinyPolicyArguments(learning_rate=0.5, steps=3)
+
+
+def test_task_picks_the_default_paths():
+    assert (TinyPolicyArguments().output, TinyPolicyArguments().data_directory) == \
+        (os.path.join("models", "ckpts", "tiny-coder"), os.path.join("data", "TinyCode"))
+    math = parse_args(["--task", "TinyMath"])
+    assert (math.output, math.data_directory) == (os.path.join("models", "ckpts", "tiny-math"),
+                                                  os.path.join("data", "TinyMath"))
+    assert parse_args(["--task", "TinyMath", "--output", "elsewhere"]).output == "elsewhere"
+    with pytest.raises(SystemExit):
+        parse_args(["--task", "TinyChess"])
+
+
+@pytest.fixture(scope="module")
+def math_directory(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("tinymath")
+    tinymath.write(str(directory), seed=0, n_train=24, n_test=4)
+    return str(directory)
+
+
+def test_math_examples_end_with_the_answer_and_end_of_turn(math_directory):
+    from data.registry import get_benchmark
+    from models.tiny import build_tokenizer, tokenizer_texts
+    from prompts import format_prompt
+
+    problems = get_benchmark("TinyMath").load(math_directory, "train.jsonl")[:3]
+    tokenizer = build_tokenizer(tokenizer_texts(problems), vocab_size=400)
+    for problem, (ids, prompt_length) in zip(problems, encode_examples(problems, tokenizer)):
+        prompt = tokenizer.decode(ids[:prompt_length])
+        assert prompt == format_prompt(problem, tokenizer) and prompt.endswith("<|im_start|>assistant\n")
+        assert f"Question: {problem.prompt}" in prompt
+        completion = tokenizer.decode(ids[prompt_length:])
+        assert completion == problem.meta["solution"] + "<|im_end|>"
+        assert completion.endswith(f"\n#### {problem.test['answer']}<|im_end|>")
+
+
+def test_math_policy_trains_and_is_graded_without_the_sandbox(math_directory, tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    output = str(tmp_path / "tiny-math")
+    argv = ["--task", "TinyMath", "--output", output, "--data_directory", math_directory, "--steps", "20",
+            "--batch_size", "8", "--warmup_steps", "4", "--hidden_size", "48", "--intermediate_size", "96",
+            "--layers", "1", "--heads", "2", "--kv_heads", "1", "--log_every", "10", "--eval_n", "2",
+            "--eval_max_tokens", "24", "--max_eval_problems", "2"]
+    figures = train_tiny_policy(parse_args(argv))
+    assert AutoModelForCausalLM.from_pretrained(output).config.model_type == "qwen2"
+    assert AutoTokenizer.from_pretrained(output).eos_token == "<|im_end|>"
+    written = json.loads(open(os.path.join(output, "eval.json")).read())
+    assert written["eval"] == figures["eval"] and written["eval"]["n_programs"] == 4
+    assert set(written["eval"]["statuses"]) <= {"passed", "failed", "no_answer"}  # the GSM8K rule's verdicts
+    assert sum(written["eval"]["statuses"].values()) == 4
+    assert json.loads(open(os.path.join(output, "training_args.json")).read())["task"] == "TinyMath"

@@ -16,7 +16,7 @@ import pytest
 import data.tinycode as tinycode
 from data.jsonl import DataError, write_jsonl
 from data.registry import get_benchmark
-from evaluation.verifier import verify
+from evaluation.judging import verify
 
 REPO = Path(__file__).resolve().parent.parent
 SEED, N_TRAIN, N_TEST = 3, 200, 50
@@ -207,7 +207,7 @@ def test_benchmark_reads_the_files(written):
 
 def _near_miss_programs(record: dict) -> list[str]:
     program = record["program"]
-    comp = tinycode.Composition(program["source"], tuple(tuple(step) for step in program["steps"]),
+    comp = tinycode.Composition(program["source"], tuple(tinycode.Step(*step) for step in program["steps"]),
                                 program["reducer"])
     dropped = replace(comp, steps=comp.steps[1:])
     other = replace(comp, reducer="list" if comp.reducer != "list" else "sum")

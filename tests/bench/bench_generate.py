@@ -100,5 +100,7 @@ def main(args) -> None:
 
 
 if __name__ == "__main__":  # vLLM spawns its engine process: the guard keeps it from re-running main
-    logging.basicConfig(level=logging.WARNING)
+    from models.training import configure_logging
+
+    configure_logging(logging.WARNING)
     main(parse_args())

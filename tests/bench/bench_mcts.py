@@ -70,7 +70,7 @@ def load_problems(count: int, scratch: str):
 
 def search_once(problems, backend, sandbox, args, batched: bool) -> dict:
     from data.registry import get_benchmark
-    from evaluation.verifier import verify
+    from evaluation.judging import verify
     from experiment.mcts_batch import SearchConfig, run_searches
     from prompts import format_prompt, get_stop_strings
 
@@ -95,10 +95,12 @@ def search_once(problems, backend, sandbox, args, batched: bool) -> dict:
 
 
 def main() -> int:
-    logging.basicConfig(level=logging.WARNING)
+    from models.training import configure_logging
+
+    configure_logging(logging.WARNING)
     args = parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    from evaluation.execution import Sandbox
+    from evaluation.sandbox import Sandbox
     from models.generation import build_backend
 
     with tempfile.TemporaryDirectory() as scratch:

@@ -8,7 +8,7 @@ copies a large address space:
               sandbox (started once, before timing, as in a training run; its start-up is printed);
     original: for each completion in turn, a new ProcessPoolExecutor(max_workers=8) (fork) whose
               task starts one multiprocessing.Process that runs the program and its asserts
-              (reference §5.3), then the same symbol bonus and trailing penalty.
+              (as the original computes it), then the same symbol bonus and trailing penalty.
 
 The 64 completions are 16 problems x 4 (the reference body closed by its fence, the same with
 trailing text, a program that fails every assert, `return None`). None is model-written, so the

@@ -58,7 +58,9 @@ def sample_all(backend, prompts, seeds, args, chunk: int) -> tuple[int, float, f
 
 
 def main() -> int:
-    logging.basicConfig(level=logging.WARNING)
+    from models.training import configure_logging
+
+    configure_logging(logging.WARNING)
     args = parse_args()
     import torch
 

