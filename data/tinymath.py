@@ -59,11 +59,11 @@ from data.records import Problem
 
 NAMES = ("Tom", "Ana", "Ben", "Mia", "Sam", "Lily", "Max", "Zoe", "Leo", "Eva")
 ITEMS = ("apples", "marbles", "stickers", "cookies", "pencils", "cards", "shells", "coins", "books", "eggs")
-START_RANGE = (5, 40)
-AMOUNT_RANGE = (2, 25)  # gain, loss
-FACTOR_RANGE = (2, 5)  # times, split, each
-GROUP_RANGE = (2, 9)  # items per group in buy_groups, give_groups (the group count is a factor)
-MAX_VALUE = 150
+START_RANGE = (2, 20)
+AMOUNT_RANGE = (1, 9)  # gain, loss
+FACTOR_RANGE = (2, 4)  # times, split, each
+GROUP_RANGE = (2, 5)  # items per group in buy_groups, give_groups (the group count is a factor)
+MAX_VALUE = 100
 HELD_OUT_VALUE_FRACTION = 0.2
 HELD_OUT_PAIRS = {"event>event": 8, "event>question": 3}
 EVENT_COUNTS = ((1, 3, 0), (2, 4, 3), (3, 3, 4), (4, 0, 3))  # (events, train weight, test weight)

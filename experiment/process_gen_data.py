@@ -294,7 +294,8 @@ def files(args: argparse.Namespace, domain: str) -> tuple[str, str]:
 def trace_name(args: argparse.Namespace) -> str:
     """The name sample_mcts gives the trace of these flags."""
     if args.value_targets == "quality":
-        raise DataError("--trace", None, "give the star trace to read (--trace PATH)")
+        raise DataError("--trace", None, "give the star trace to read: the path `sample_mcts --algorithm star` "
+                        "printed (generate/MCTS_STAR/<Domain>/<slug>/star_...jsonl)")
     return paths.mcts_name(args.time_limit, args.iteration_limit, args.num_sample, args.num_decision,
                            args.exploration_constant, args.eps, args.temperature, args.max_tokens,
                            args.use_thought, args.mc_rollouts)

@@ -20,6 +20,7 @@ generating while the sandbox judges the other's programs; `--leaves_per_tree` > 
 tree (virtual loss). A kill loses at most the trees in flight. Shards: `--num_shards N --shard_id i`,
 then `python -m experiment.merge_shards <output without the shard suffix> --num_shards N`.
 Value data: `python -m experiment.process_gen_data --method MCTS` with the same MCTS flags.
+`--algorithm star` runs ReST-MCTS*'s MCTS* instead (value-model guided, step by step; experiment/sample_star.py).
 
 `--use_thought` (the original's two-stage expansion): each expansion first samples `--num_sample`
 thoughts ("Let's think step by step about how to continue:", `--max_thought_tokens`, `--stop_think`),
