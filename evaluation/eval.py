@@ -117,6 +117,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--chunk_size", type=int, default=None,
                         help="Common: problems per generation call (default: at least 256 sequences per vLLM "
                              "engine; 16 with the hf engine); each chunk is judged while the next is sampled")
+    parser.add_argument("--flexible_answers", action="store_true",
+                        help="math domains: also take a final answer given as \\boxed{X} or 'The answer is X' "
+                             "(evaluation only; training rewards never do)")
     parser.add_argument("--output_dir", default=None, help="default output/<domain>_results/<method>/<slug>")
     args = parser.parse_args(argv)
     args.idx_list = idx_list(args.idx_list)
@@ -333,14 +336,15 @@ def results_record(answers: list[dict], verified: dict[str, dict], seed: int) ->
 def verified_arguments(args: argparse.Namespace, outputs: dict[str, str]) -> dict:
     return verify_arguments(args.domain, outputs["completions"], directory=args.directory, file=args.file,
                             output=outputs["verified"], timeout=args.timeout, workers=args.workers,
-                            exec_python=args.exec_python)
+                            exec_python=args.exec_python, flexible_answers=args.flexible_answers)
 
 
 def verify_answers(args: argparse.Namespace, outputs: dict[str, str], sandbox: Sandbox | None) -> dict[str, dict]:
     """The verified record of every answer, judged in `sandbox` (None: verify starts one if it has work)."""
     _, records = verify_file(args.domain, outputs["completions"], directory=args.directory, file=args.file,
                              output=outputs["verified"], timeout=args.timeout, workers=args.workers,
-                             exec_python=args.exec_python, sandbox=sandbox)
+                             exec_python=args.exec_python, sandbox=sandbox,
+                             flexible_answers=args.flexible_answers)
     return {str(record["id"]): record for record in records}
 
 

@@ -45,7 +45,8 @@ from experiment.stage import stage_main
 
 logger = logging.getLogger("evaluation.verify")
 # a change in any of these changes results: a resumed run must not mix them
-RESULT_ARGS = ("domain", "directory", "file", "timeout", "exec_python", "check_ground_truth", "hardened")
+RESULT_ARGS = ("domain", "directory", "file", "timeout", "exec_python", "check_ground_truth", "hardened",
+               "flexible_answers")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -67,6 +68,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="judge as training rewards do: builtins and the tests' modules untouched, plain returned "
                              "values (else status tampered); default: the official verdicts, with the passes the "
                              "hardened judge rejects counted as hardened_rejected")
+    parser.add_argument("--flexible_answers", action="store_true",
+                        help="math domains, evaluation only: a completion without the strict final-answer form may "
+                             "give it as \\boxed{X} or 'The answer is X' (training rewards never take these)")
     parser.add_argument("--no_recheck", action="store_true",
                         help="official verdicts only: skip judging the passes again hardened (no hardened_rejected)")
     args = parser.parse_args(argv)
@@ -129,12 +133,14 @@ def failed_ground_truth(path: str) -> set[str]:
 def verify_arguments(domain: str, input_path: str | None, *, directory: str | None = None, file: str | None = None,
                      output: str | None = None, timeout: float | None = None, workers: int | None = None,
                      exec_python: str | None = None, check_ground_truth: bool = False,
-                     exclude_failed_ground_truth: str | None = None, hardened: bool = False) -> dict:
+                     exclude_failed_ground_truth: str | None = None, hardened: bool = False,
+                     flexible_answers: bool = False) -> dict:
     """The arguments `verify_file` writes beside its output (a resumed run must match them in RESULT_ARGS)."""
     return {"domain": domain, "directory": directory, "file": file, "input": input_path,
             "check_ground_truth": check_ground_truth, "exclude_failed_ground_truth": exclude_failed_ground_truth,
             "output": output, "timeout": timeout, "workers": workers, "exec_python": exec_python,
-            "hardened": hardened or None}  # None: runs from before the flag resume
+            "hardened": hardened or None,  # None: runs from before the flag resume
+            "flexible_answers": flexible_answers or None}
 
 
 def verify_file(domain: str, input_path: str | None, *, directory: str | None = None, file: str | None = None,
@@ -142,7 +148,7 @@ def verify_file(domain: str, input_path: str | None, *, directory: str | None = 
                 exec_python: str | None = None, check_ground_truth: bool = False,
                 exclude_failed_ground_truth: str | None = None,
                 sandbox: Sandbox | None = None, hardened: bool = False,
-                recheck: bool = True) -> tuple[dict, list[dict]]:
+                recheck: bool = True, flexible_answers: bool = False) -> tuple[dict, list[dict]]:
     """Judge the programs of `input_path` (with `check_ground_truth`: each problem's reference instead)
     on `domain`'s tests, written to `output` (default: beside the input, or output/ground_truth/) with
     the arguments in `<output>.args.json`, resuming an earlier run with the same result arguments, in
@@ -151,7 +157,8 @@ def verify_file(domain: str, input_path: str | None, *, directory: str | None = 
     sandbox cannot run (lines already finished are kept)."""
     arguments = verify_arguments(domain, input_path, directory=directory, file=file, output=output, timeout=timeout,
                                  workers=workers, exec_python=exec_python, check_ground_truth=check_ground_truth,
-                                 exclude_failed_ground_truth=exclude_failed_ground_truth, hardened=hardened)
+                                 exclude_failed_ground_truth=exclude_failed_ground_truth, hardened=hardened,
+                                 flexible_answers=flexible_answers)
     start = time.perf_counter()
     if not output:
         output = (os.path.join("output", "ground_truth", f"{domain}.jsonl") if check_ground_truth
@@ -180,9 +187,10 @@ def verify_file(domain: str, input_path: str | None, *, directory: str | None = 
                     records[pid] = empty_record(pid)
                     out.write(records[pid])
             if todo:
-                if sandbox is None:
+                if sandbox is None and benchmark.needs_sandbox:  # math grading runs no code
                     sandbox = stack.enter_context(Sandbox(workers=workers, exec_python=exec_python))
-                verify_todo(sandbox, benchmark, todo, timeout, out, records, n_programs, hardened, recheck)
+                verify_todo(sandbox, benchmark, todo, timeout, out, records, n_programs, hardened, recheck,
+                            flexible_answers)
     elapsed = time.perf_counter() - start
     ordered = [records[pid] for pid, _ in requests if pid not in excluded]
     summary = summarize([record["rewards"] for record in ordered], ks=(1,))
@@ -216,7 +224,8 @@ def verified_record(problem_id: str, verdicts) -> dict:
 
 
 def verify_todo(sandbox: Sandbox, benchmark, todo, timeout: float | None, out: JsonlAppender, records: dict,
-                n_programs: int, hardened: bool = False, recheck: bool = True) -> None:
+                n_programs: int, hardened: bool = False, recheck: bool = True,
+                flexible_answers: bool = False) -> None:
     """Judge `todo` = [(problem, programs)] in `sandbox`, each problem's record written and kept in
     `records` as it finishes; official verdicts have their passes judged again hardened (`hardened_rejected`)."""
     from tqdm import tqdm
@@ -228,7 +237,8 @@ def verify_todo(sandbox: Sandbox, benchmark, todo, timeout: float | None, out: J
             out.write(records[problem.id])
             bar.update(len(verdicts))
 
-        verify(sandbox, benchmark, todo, timeout, on_done, hardened=hardened, recheck=recheck and not hardened)
+        verify(sandbox, benchmark, todo, timeout, on_done, hardened=hardened, recheck=recheck and not hardened,
+               flexible=flexible_answers)
 
 
 class BackgroundVerifier:
@@ -272,7 +282,8 @@ class BackgroundVerifier:
             self.out.write(verified_record(todo[index][0].id, verdicts))
 
         hardened = bool(self.arguments.get("hardened"))
-        verify(self.sandbox, self.benchmark, todo, self.timeout, on_done, hardened=hardened, recheck=not hardened)
+        verify(self.sandbox, self.benchmark, todo, self.timeout, on_done, hardened=hardened, recheck=not hardened,
+               flexible=bool(self.arguments.get("flexible_answers")))
 
     def __exit__(self, *exc) -> None:
         try:
@@ -288,7 +299,7 @@ def verify_command(args: argparse.Namespace) -> None:
                              timeout=args.timeout, workers=args.workers, exec_python=args.exec_python,
                              check_ground_truth=args.check_ground_truth,
                              exclude_failed_ground_truth=args.exclude_failed_ground_truth, hardened=args.hardened,
-                             recheck=not args.no_recheck)
+                             recheck=not args.no_recheck, flexible_answers=args.flexible_answers)
     print(json.dumps(summary))
 
 

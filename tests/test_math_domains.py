@@ -216,3 +216,21 @@ def test_tinymath_train_starts_exclude_held_out_values(splits):
     held = set(tinymath.held_out(SEED)[1])
     starts = [int(re.search(r"has (\d+) ", record["question"])[1]) for record in splits[0]]
     assert held and not held & set(starts)
+
+
+def test_verify_grades_math_without_a_sandbox_and_flexible_only_when_asked(gsm8k_dir, tmp_path, monkeypatch):
+    """evaluation.verify on GSM8K: the strict rule by default ("The answer is 18" has no `####` line:
+    no_answer), the flexible forms only with --flexible_answers; no sandbox is started for math."""
+    from evaluation import verify as verify_stage
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(verify_stage, "Sandbox", None)  # any attempt to start one fails the test
+    problem_id = GSM8K().load(str(gsm8k_dir), "test.jsonl")[0].id
+    programs = ["16 - 3 - 4 = 9\n9 * 2 = 18\nThe answer is 18", "16 - 3 - 4 = 9\n9 * 2 = 18\n#### 18"]
+    (tmp_path / "c.jsonl").write_text(json.dumps({"id": problem_id, "completions": programs}) + "\n")
+    strict, records = verify_stage.verify_file("GSM8K", "c.jsonl", directory=str(gsm8k_dir), file="test.jsonl",
+                                               output="strict.jsonl")
+    assert records[0]["statuses"] == ["no_answer", "passed"] and strict["average_acc"] == 0.5
+    flexible, records = verify_stage.verify_file("GSM8K", "c.jsonl", directory=str(gsm8k_dir), file="test.jsonl",
+                                                 output="flexible.jsonl", flexible_answers=True)
+    assert records[0]["statuses"] == ["passed", "passed"] and flexible["average_acc"] == 1.0

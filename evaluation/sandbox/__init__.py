@@ -25,7 +25,7 @@ How a program runs
             random uid of its own, so it cannot signal the worker, the caller or other programs
             and cannot raise its hard limits;
           - as any other user, where the kernel allows user namespaces (`unshare -Urnm true`
-            works; see contain.py and README, "The sandbox"): a user namespace mapping only
+            works; see contain.py and docs/sandbox.md): a user namespace mapping only
             the user's uid, with network, mount and PID namespaces; the worker is PID 1 there, so a
             program can name no process outside (no signal, no ptrace, no /proc of the caller's),
             and each program drops every capability (no_new_privs) before it runs;
@@ -66,7 +66,8 @@ Where each part lives
     uid, privileges; root and non-root alike), mounts.py (the filesystem view), syscalls.py (the one
     libc handle), child.py (the forked child before the harness), harness.py (compile, run,
     report), guard.py (the guard prelude), hardening.py (the hardened judge of training rewards,
-    `Job.hardened`: untouched builtins and test modules, plain returned values, else "tampered"). Jobs and results are records in `data.records`.
+    `Job.hardened`: untouched builtins and test modules, plain returned values, else "tampered").
+    Jobs and results are records in `data.records`.
 """
 from evaluation.sandbox.host import available_cpus, missing_protection
 from evaluation.sandbox.pool import DEFAULT_PRELOAD, Sandbox, SandboxError, run_jobs
