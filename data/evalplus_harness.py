@@ -147,12 +147,18 @@ def _exact_match(out, exp, inp, atol):
     return exact_match
 
 
+_SCALAR_TYPES = {int, float, complex, bool, str, bytes, type(None)}
+
+
 def _same_types(out, exp):
     """`out` has exactly the types of `exp`, at every level of its lists, tuples and dicts."""
     if type(out) is not type(exp):
         return False
     if isinstance(exp, (list, tuple)):
-        return len(out) == len(exp) and all(_same_types(a, b) for a, b in zip(out, exp))
+        kinds = list(map(type, exp))  # at C speed: large outputs of scalars need no walk
+        if len(out) != len(exp) or kinds != list(map(type, out)):
+            return False
+        return set(kinds) <= _SCALAR_TYPES or all(_same_types(a, b) for a, b in zip(out, exp))
     if isinstance(exp, dict):
         return all(key in exp and _same_types(value, exp[key]) for key, value in out.items())
     return True

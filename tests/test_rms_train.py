@@ -172,7 +172,8 @@ def test_deepspeed_launcher_two_ranks_zero3_from_another_directory(tiny, tmp_pat
                        str(REPO / "rms" / "train.py"),
                        *run_args(lm, data, save_dir, "transformers_scalar", "--max_steps", "4", "--save_steps", "2",
                                  "--deepspeed_config", "rms/config/zero3_config.json")], cwd=tmp_path)
-    assert log.count("DeepSpeed ZeRO stage 3") == 2 and log.count("DeepSpeed on CPU: 2 processes") == 2
+    # the main rank logs (the others log warnings only): the world it reports is the two ranks
+    assert "DeepSpeed ZeRO stage 3" in log and "DeepSpeed on CPU: 2 processes" in log
     saved = load_file(str(save_dir / "best" / "model.safetensors"))
     base = load_file(str(lm / "model.safetensors"))
     assert saved["model.embed_tokens.weight"].shape == base["model.embed_tokens.weight"].shape  # not a shard

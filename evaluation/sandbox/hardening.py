@@ -266,7 +266,12 @@ def plain_problem(value):
             if _id(item) in seen:
                 continue
             seen.add(_id(item))
-            stack.extend(_tuple(item) if key != _DICT else _tuple(dict.keys(item)) + _tuple(dict.values(item)))
+            members = _tuple(item) if key != _DICT else _tuple(dict.keys(item)) + _tuple(dict.values(item))
+            # the kinds a container holds are found at C speed, by id (a program's metaclass could make
+            # its class hash and compare equal to str): a container of scalars only (most returned
+            # values, however large) costs no walk of its members
+            if not _SCALARS.issuperset(_map(_id, _map(_type, members))):
+                stack.extend(members)
             continue
         if not _trusted_class(kind, cache):
             return "a value of class %s, made by the program" % (_getattr(kind, "__name__", "?"),)
