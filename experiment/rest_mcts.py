@@ -38,7 +38,7 @@ from data.jsonl import read_jsonl, write_json
 from data.registry import get_benchmark
 from experiment import paths
 from experiment.common import local_model_path
-from experiment.reproduce import Runner, Step
+from experiment.runner import Runner, Step
 from models.training import configure_logging
 
 logger = logging.getLogger("experiment.rest_mcts")

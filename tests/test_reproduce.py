@@ -5,8 +5,8 @@ import os
 
 import pytest
 
-from experiment.reproduce import Runner, Step
 from experiment.reproduce_table import comparison_specs, zero_std_comparison
+from experiment.runner import Runner, Step
 
 REQUIRED = {"grpo_vs_base", "rest_vs_naive", "rest_round2_vs_round1", "rest_rl_vs_vm_mcts@8",
             *(f"vm_mcts_vs_{other}@{budget}" for other in ("orm_bon", "vm_bon", "orm_mcts") for budget in (4, 8, 16))}
@@ -65,7 +65,7 @@ def test_the_demo_config_is_the_reproduce_config_with_smaller_sizes():
 
 
 def test_step_seconds_survive_a_table_only_rebuild(tmp_path):
-    from experiment.reproduce import stage_time, step_seconds
+    from experiment.runner import stage_time, step_seconds
 
     runner = Runner(str(tmp_path), threads=1, parallel=2)
     runner.run([Step("a", "first", ["python", "-c", "pass"])])

@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from experiment import paths, rest_mcts
-from experiment.reproduce import Step
+from experiment.runner import Step
 from tests.conftest import REPO
 
 BACKEND = "org/tiny-math"
