@@ -119,6 +119,11 @@ def count_records(path: str) -> int:
     return sum(1 for _ in read_jsonl(path)) if os.path.exists(path) else 0
 
 
+def count_problems(path: str) -> int:
+    """Distinct problems (prompts) of a value-data file: rms/train.py holds out whole problems, so it needs two."""
+    return len({record["prompt"] for _, record in read_jsonl(path)}) if os.path.exists(path) else 0
+
+
 def problem_flags(args: argparse.Namespace) -> list[str]:
     flags = ["--domain", args.domain, "--directory", args.directory, "--file", args.file]
     flags += ["--idx_list", args.idx_list] if args.idx_list else []
@@ -206,9 +211,10 @@ def run_round0(args: argparse.Namespace, runner: Runner) -> dict:
     steps, files = round0_steps(args)
     runner.run(steps)
     data = os.path.join(work, files["value_data"])
-    if count_records(data) == 0:
-        raise SystemExit(f"rest_mcts: round 0 found no correct solution in {args.n} samples per problem, so "
-                         f"no value data ({data}); sample more (--n) or more problems")
+    if count_problems(data) < 2:
+        raise SystemExit(f"rest_mcts: round 0 found correct solutions for {count_problems(data)} problem(s) in "
+                         f"{args.n} samples per problem, too few for value data ({data}: the value model holds "
+                         "out whole problems); sample more (--n) or more problems")
     runner.run([value_step(args, work, args.backend, data)])
     return {"round": 0, "policy": args.backend, "value_model": os.path.join(work, "value"),
             "policy_trained": False, "value_trained": True, "value_data": data, "value_records": count_records(data)}
@@ -228,13 +234,14 @@ def run_round(args: argparse.Namespace, index: int, runner: Runner, previous: di
         start = previous["policy"] if args.init == "last" else args.backend
         runner.run([sft_step(args, work, start, policy_data)])
         summary.update(policy=os.path.join(work, "policy"), policy_trained=True)
-    if summary["value_records"]:
+    if count_problems(value_data) >= 2:  # the value model holds out whole problems
         start = os.path.join(previous["value_model"], "best") if args.init == "last" else args.backend
         runner.run([value_step(args, work, start, value_data)])
         summary.update(value_model=os.path.join(work, "value"), value_trained=True)
-    for key, trained in (("policy", summary["policy_trained"]), ("value model", summary["value_trained"])):
+    for key, trained, need in (("policy", summary["policy_trained"], "no correct end leaf passed the filter"),
+                               ("value model", summary["value_trained"], "fewer than two problems with a correct leaf")):
         if not trained:
-            logger.warning("round %d: no %s data; round %d's %s carries over", index, key, index - 1, key)
+            logger.warning("round %d: no %s data (%s); round %d's %s carries over", index, key, need, index - 1, key)
     return summary
 
 

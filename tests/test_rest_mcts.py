@@ -157,8 +157,8 @@ class FakeRunner:
         os.makedirs(os.path.dirname(path), exist_ok=True)
         count = self.records.get(step.name, 3) if isinstance(self.records, dict) else self.records
         with open(path, "w") as handle:
-            handle.write("".join(json.dumps({"prompt": "Q", "answer": "a", "reward": 0.5}) + "\n"
-                                 for _ in range(count)))
+            handle.write("".join(json.dumps({"prompt": f"Q{index % 2}", "answer": "a", "reward": 0.5}) + "\n"
+                                 for index in range(count)))
 
 
 def driver(tmp_path, log, *extra, records=3, fail_at=None):
@@ -240,8 +240,13 @@ def test_init_base_and_rounds_without_data(tmp_path):
     # round 0 without a correct sample stops: no value model can be trained
     other = tmp_path / "other"
     other.mkdir()
-    with pytest.raises(SystemExit, match="no correct solution"):
+    with pytest.raises(SystemExit, match="correct solutions for 0 problem"):
         driver(other, [], records=0)
+    # nor with one problem solved: the value model holds out whole problems
+    one = tmp_path / "one"
+    one.mkdir()
+    with pytest.raises(SystemExit, match="correct solutions for 1 problem"):
+        driver(one, [], records=1)
 
 
 def test_a_round_without_policy_data_keeps_the_policy(tmp_path):
