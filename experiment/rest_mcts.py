@@ -239,7 +239,7 @@ def run_round(args: argparse.Namespace, index: int, runner: Runner, previous: di
         runner.run([value_step(args, work, start, value_data)])
         summary.update(value_model=os.path.join(work, "value"), value_trained=True)
     for key, trained, need in (("policy", summary["policy_trained"], "no correct end leaf passed the filter"),
-                               ("value model", summary["value_trained"], "fewer than two problems with a correct leaf")):
+                               ("value model", summary["value_trained"], "under two problems with a correct leaf")):
         if not trained:
             logger.warning("round %d: no %s data (%s); round %d's %s carries over", index, key, need, index - 1, key)
     return summary
