@@ -86,3 +86,31 @@ def run_script(arguments: list[str], cwd: Path, timeout: int = 300, launcher: li
                    "TOKENIZERS_PARALLELISM": "false"}
     command = (launcher or [sys.executable]) + arguments
     return subprocess.run(command, cwd=cwd, env=environment, capture_output=True, text=True, timeout=timeout)
+
+
+def sft_policy_and_grpo_data(directory: Path, sandbox) -> tuple[Path, Path, Path]:
+    """TinyCode GRPO data in `directory` and a tiny policy after a short SFT (the baseline script), so that
+    GRPO/VinePPO groups have rewards that differ: (directory, policy, grpo data file)."""
+    from transformers import AutoTokenizer
+
+    problems = tiny_problems(6)
+    model = save_tiny_policy(problems, directory / "policy")
+    files = make_rest_data(directory, problems, AutoTokenizer.from_pretrained(model), sandbox)
+    policy = directory / "sft_policy"
+    done = run_script([str(REPO / "models" / "train.py"), str(model), str(policy), str(files["sft"]), "--mode", "sft",
+                       "--max_steps", "80", "--batch_size_per_device", "6", "--lr", "1e-2", "--lr_scheduler_type",
+                       "constant", "--save_strategy", "no", "--report_to", "none", "--gradient_checkpointing", "false",
+                       "--logging_steps", "20"], cwd=directory)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return directory, policy, files["grpo"]
+
+
+def log_history(save_dir: Path) -> list[dict]:
+    return json.loads((save_dir / "trainer_state.json").read_text())["log_history"]
+
+
+def changed_weights(before: Path, after: Path) -> bool:
+    from safetensors.torch import load_file
+
+    old, new = load_file(before / "model.safetensors"), load_file(after / "model.safetensors")
+    return any(not (old[name] == new[name]).all() for name in old)

@@ -10,7 +10,13 @@ from pathlib import Path
 
 import pytest
 from conftest import FIXTURES, REPO
-from rest_data import make_rest_data, run_script, save_tiny_policy, tiny_problems
+from rest_data import (
+    changed_weights,
+    log_history,
+    run_script,
+    sft_policy_and_grpo_data,
+    tiny_problems,
+)
 
 from data.jsonl import DataError
 from data.registry import get_benchmark
@@ -154,31 +160,7 @@ GRPO_FLAGS = ["--num_generations", "4", "--batch_size_per_device", "4", "--max_c
 
 @pytest.fixture(scope="module")
 def rest(tmp_path_factory, sandbox):
-    from transformers import AutoTokenizer
-
-    directory = tmp_path_factory.mktemp("rest")
-    problems = tiny_problems(6)
-    model = save_tiny_policy(problems, directory / "policy")
-    files = make_rest_data(directory, problems, AutoTokenizer.from_pretrained(model), sandbox)
-    # A short SFT (the baseline script) first, so that GRPO groups have rewards that differ
-    policy = directory / "sft_policy"
-    done = run_script([str(REPO / "models" / "train.py"), str(model), str(policy), str(files["sft"]), "--mode", "sft",
-                       "--max_steps", "80", "--batch_size_per_device", "6", "--lr", "1e-2", "--lr_scheduler_type",
-                       "constant", "--save_strategy", "no", "--report_to", "none", "--gradient_checkpointing", "false",
-                       "--logging_steps", "20"], cwd=directory)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return directory, policy, files["grpo"]
-
-
-def log_history(save_dir: Path) -> list[dict]:
-    return json.loads((save_dir / "trainer_state.json").read_text())["log_history"]
-
-
-def changed_weights(before: Path, after: Path) -> bool:
-    from safetensors.torch import load_file
-
-    old, new = load_file(before / "model.safetensors"), load_file(after / "model.safetensors")
-    return any(not (old[name] == new[name]).all() for name in old)
+    return sft_policy_and_grpo_data(tmp_path_factory.mktemp("rest"), sandbox)
 
 
 def assert_loads_and_generates(save_dir: Path) -> None:
