@@ -20,13 +20,12 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import sys
 
 from data.jsonl import DataError, JsonlAppender
-from models.errors import CudaUnusableError
 from models.training import (
     build_parser,
     configure_logging,
+    exit_with_status,
     is_main_process,
     load_records,
     prepare_report_to,
@@ -131,11 +130,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except DataError as exc:  # bad training data: one line naming the file, line and field
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
-    except CudaUnusableError as exc:  # GPUs torch cannot use: one line, not a silent CPU run
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(1)
+    exit_with_status(main)

@@ -35,18 +35,15 @@ from __future__ import annotations
 import logging
 import math
 import os
-import sys
 
 from data.jsonl import DataError
 from evaluation.env_check import check_interpreters, parse_exec_python
-from evaluation.sandbox import SandboxError
-from models.errors import CudaUnusableError
 from models.prompt_tokens import prompts_for_special_tokens
 from models.rewards import CodeReward
 from models.training import (
     build_parser,
     configure_logging,
-    error_line,
+    exit_with_status,
     is_main_process,
     load_records,
     prepare_report_to,
@@ -189,6 +186,15 @@ def stop_callbacks(stop_after_steps: int | None) -> list:
     return [StopAfter()]
 
 
+def build_reward(script, exec_python) -> CodeReward:
+    """The reward of code domains (the sandbox), logging to SAVE_DIR/rewards[.rankN].jsonl."""
+    rank = int(os.environ.get("RANK", "0"))
+    log_name = "rewards.jsonl" if rank == 0 else f"rewards.rank{rank}.jsonl"
+    return CodeReward(script.symbol_reward, script.trailing_penalty, timeout=script.reward_timeout,
+                      workers=reward_workers(script.reward_workers), exec_python=exec_python,
+                      log_path=os.path.join(script.save_dir, log_name))
+
+
 def main(argv: list[str] | None = None) -> int:
     from transformers import AutoTokenizer
     from trl import GRPOConfig, GRPOTrainer
@@ -206,11 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     dataset = load_dataset(script.train_pth, tokenizer, script.max_prompt_length)
     exec_python = parse_exec_python(script.exec_python)
     check_interpreters(exec_python)
-    rank = int(os.environ.get("RANK", "0"))
-    log_name = "rewards.jsonl" if rank == 0 else f"rewards.rank{rank}.jsonl"
-    reward = CodeReward(script.symbol_reward, script.trailing_penalty, timeout=script.reward_timeout,
-                        workers=reward_workers(script.reward_workers), exec_python=exec_python,
-                        log_path=os.path.join(script.save_dir, log_name))
+    reward = build_reward(script, exec_python)
     check_environment(dataset, reward, script.skip_env_check)  # in the reward's sandboxes: one per interpreter
     trainer = GRPOTrainer(model=script.model, reward_funcs=[reward], args=config, train_dataset=dataset,
                           processing_class=tokenizer, callbacks=stop_callbacks(script.stop_after_steps))
@@ -227,11 +229,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except DataError as exc:  # bad training data or settings: one line naming the file, line and field
-        error_line(str(exc))
-        sys.exit(2)
-    except (SandboxError, CudaUnusableError) as exc:  # the sandbox, or CUDA, cannot run (as the stages say it)
-        error_line(str(exc))
-        sys.exit(1)
+    exit_with_status(main)

@@ -24,17 +24,14 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 
 from data.jsonl import DataError
 from evaluation.env_check import check_interpreters, parse_exec_python
-from evaluation.sandbox import SandboxError
-from models.rewards import CodeReward
 from models.train_grpo import build_arguments as grpo_arguments
-from models.train_grpo import check_environment, load_dataset, reward_workers, stop_callbacks
+from models.train_grpo import build_reward, check_environment, load_dataset, stop_callbacks
 from models.training import (
     configure_logging,
-    error_line,
+    exit_with_status,
     is_main_process,
     prepare_report_to,
     resolve_checkpoint,
@@ -87,15 +84,6 @@ def plan_iteration(namespace, processes: int) -> None:
     namespace.steps_per_generation = None
 
 
-def build_reward(script, exec_python) -> CodeReward:
-    """The GRPO reward of code domains (the sandbox), logging to SAVE_DIR/rewards[.rankN].jsonl."""
-    rank = int(os.environ.get("RANK", "0"))
-    log_name = "rewards.jsonl" if rank == 0 else f"rewards.rank{rank}.jsonl"
-    return CodeReward(script.symbol_reward, script.trailing_penalty, timeout=script.reward_timeout,
-                      workers=reward_workers(script.reward_workers), exec_python=exec_python,
-                      log_path=os.path.join(script.save_dir, log_name))
-
-
 def main(argv: list[str] | None = None) -> int:
     from transformers import AutoTokenizer
     from trl import GRPOConfig
@@ -140,11 +128,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except DataError as exc:
-        error_line(str(exc))
-        sys.exit(2)
-    except SandboxError as exc:
-        error_line(str(exc))
-        sys.exit(1)
+    exit_with_status(main)

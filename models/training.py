@@ -119,6 +119,22 @@ def error_line(message: str) -> None:
     os.write(2, f"error: {message}\n".encode())
 
 
+def exit_with_status(main) -> None:
+    """A training script's `__main__`: exit with `main()`'s code, bad data or settings as one error line
+    and exit 2, a sandbox or CUDA that cannot run as one line and exit 1 (as the stages say them)."""
+    from evaluation.sandbox import SandboxError
+    from models.errors import CudaUnusableError
+
+    try:
+        sys.exit(main())
+    except DataError as exc:  # bad training data or settings: one line naming the file, line and field
+        error_line(str(exc))
+        sys.exit(2)
+    except (SandboxError, CudaUnusableError) as exc:
+        error_line(str(exc))
+        sys.exit(1)
+
+
 def single_process_environment() -> None:
     """Outside a distributed launcher (plain `python`, or `accelerate launch` with no config),
     DeepSpeed would look for MPI to find its rank; a lone process is rank 0 of 1 on localhost."""
