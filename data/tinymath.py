@@ -25,22 +25,24 @@ The tasks
     solution is one equation per line, `a op b = c`, and then `#### answer`; every value is a whole
     number from 1 to `MAX_VALUE` (divisions are exact).
 
-Why the test split is harder (the knobs, all module constants)
+Why the test split is harder
     - held-out templates: a template is the sequence of event kinds and the question kind
       (`gain>half|each`). A seeded set of ordered neighbour pairs (`HELD_OUT_PAIRS`: 8 event
       followed by event, 3 event followed by question) never occurs in train; every test task holds
       one, the pairs taking turns. Each kind is common in train, so a test task is solved by
-      recombining what was seen;
-    - held-out lengths: `EVENT_COUNTS` gives train one to three events and test two to four (four,
-      with up to six equation lines, never in train);
-    - more distractors: `DISTRACTOR_COUNTS` gives test tasks more irrelevant numbers;
-    - held-out starting values: a seeded `HELD_OUT_VALUE_FRACTION` of `START_RANGE` starts test
-      tasks only;
+      recombining what was seen. This is the only thing held out: the tiny policy
+      (`python -m models.tiny --task TinyMath`, 1,500 steps) solved 0.55 of train tasks greedily but
+      0.10 of a test split that also held out lengths (four events), starting values and
+      distractor counts: 0.00 on held-out starting values (copying a number never seen in that
+      place), 0.09 on three-event tasks with a held-out pair. Those knobs stay as module constants,
+      set so that test differs from train by the held-out pairs and nothing else:
+    - lengths: `EVENT_COUNTS` gives train one to three events and test one or two (a one-event test
+      task holds an event-question pair);
+    - distractors: `DISTRACTOR_COUNTS`, the same for both splits;
+    - starting values: `HELD_OUT_VALUE_FRACTION` of `START_RANGE` would start test tasks only (0);
     - arithmetic: `AMOUNT_RANGE`, `FACTOR_RANGE`, `GROUP_RANGE` and `MAX_VALUE` set how large the
-      numbers get. The tiny policy (`python -m models.tiny --task TinyMath`, 500 steps) errs most by
-      copying the wrong operand (from the question or the line before), then by the operation, rarely
-      by the sum itself; with starts up to 40 and amounts up to 25 it reached test pass@1 0.03 (train
-      0.03), with the ranges here 0.07 (train 0.15), still underfit (its loss still falling).
+      numbers get. The tiny policy errs most by copying the wrong operand (from the question or the
+      line before), then by the operation, rarely by the sum itself.
 
 The benchmark
     `TinyMath` reads `data/TinyMath/test.jsonl` (default) or `--file train.jsonl`, graded as GSM8K
@@ -66,10 +68,10 @@ AMOUNT_RANGE = (1, 9)  # gain, loss
 FACTOR_RANGE = (2, 4)  # times, split, each
 GROUP_RANGE = (2, 5)  # items per group in buy_groups, give_groups (the group count is a factor)
 MAX_VALUE = 100
-HELD_OUT_VALUE_FRACTION = 0.2
+HELD_OUT_VALUE_FRACTION = 0.0
 HELD_OUT_PAIRS = {"event>event": 8, "event>question": 3}
-EVENT_COUNTS = ((1, 3, 0), (2, 4, 3), (3, 3, 4), (4, 0, 3))  # (events, train weight, test weight)
-DISTRACTOR_COUNTS = ((0, 5, 2), (1, 4, 4), (2, 1, 4))  # (distractors, train weight, test weight)
+EVENT_COUNTS = ((1, 3, 1), (2, 4, 2), (3, 3, 0))  # (events, train weight, test weight)
+DISTRACTOR_COUNTS = ((0, 5, 5), (1, 4, 4), (2, 1, 1))  # (distractors, train weight, test weight)
 TRIES = 30  # parameter draws per template before another template is drawn
 
 
@@ -188,9 +190,11 @@ def random_template(rng: random.Random, split: str) -> tuple[tuple[str, ...], st
 
 
 def template_with(pair: str, rng: random.Random) -> tuple[tuple[str, ...], str]:
-    """A random test template whose neighbours include `pair`."""
-    kinds, question = random_template(rng, "test")
+    """A random test template whose neighbours include `pair` (an event-event pair needs two events)."""
     left, right = pair.split(">")
+    kinds, question = random_template(rng, "test")
+    while right not in QUESTIONS and len(kinds) < 2:
+        kinds, question = random_template(rng, "test")
     if right in QUESTIONS:
         return kinds[:-1] + (left,), right
     place = rng.randrange(len(kinds) - 1)

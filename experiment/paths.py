@@ -13,6 +13,7 @@ the working directory.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 
 GENERATE = "generate"
@@ -24,6 +25,22 @@ AGGREGATE = "All"  # the directory of files aggregated over domains
 def slug(backend: str) -> str:
     """`Qwen/Qwen2.5-Coder-7B-Instruct` -> `Qwen--Qwen2.5-Coder-7B-Instruct`."""
     return backend.replace("/", "--")
+
+
+def short_slug(backend: str, limit: int = 64) -> str:
+    """`slug`, or for a longer one its last characters after a hash of the whole, so a file name that holds it
+    stays under the file system's 255 bytes (a value model's absolute path inside an evaluation's name).
+
+    >>> short_slug("rms/ckpts/v/1")
+    'rms--ckpts--v--1'
+    >>> name = short_slug("/tmp/" + "x" * 80 + "/round_2/value"); len(name), name.endswith("--round_2--value")
+    (64, True)
+    """
+    full = slug(backend)
+    if len(full) <= limit:
+        return full
+    digest = hashlib.sha1(full.encode("utf-8")).hexdigest()[:12]
+    return f"{digest}-{full[-(limit - len(digest) - 1):]}"
 
 
 def shard_path(path: str, shard_id: int, num_shards: int) -> str:
@@ -183,11 +200,11 @@ def eval_name(kind: str, temperature: float, max_tokens: int, n: int, method: st
     """
     if method == "MCTS_STAR":
         stem = mcts_star_name(**{**(search or {}), "temperature": temperature, "max_tokens": max_tokens})
-        return (f"rm_{slug(rm_backend or 'none')}_{rm_class}_vote_{vote}_{stem[: -len('.jsonl')]}"
+        return (f"rm_{short_slug(rm_backend or 'none')}_{rm_class}_vote_{vote}_{stem[: -len('.jsonl')]}"
                 f"_n_{n}_{kind}.jsonl")
     head = f"vote_{vote}_" if vote else ""
     if method == "MCTS" or rm_backend:
-        head += f"rm_{slug(rm_backend or 'none')}_{rm_class}_{rm_type}_"
+        head += f"rm_{short_slug(rm_backend or 'none')}_{rm_class}_{rm_type}_"
         if method == "MCTS":
             settings = search or {}
             head += (f"time_{settings.get('time_limit')}_iter_{settings.get('iteration_limit')}_sample_{num_sample}"

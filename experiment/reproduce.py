@@ -24,7 +24,8 @@ A rerun resumes: stages resume by id, finished trainings and evaluations are kep
     python -m experiment.reproduce [--config config/reproduce.json] [--work output/reproduce]
 
 A config with `"experiment": "vineppo"` (config/vineppo.json) runs VinePPO's miniature instead
-(experiment/reproduce_vineppo.py, in output/vineppo).
+(experiment/reproduce_vineppo.py, in output/vineppo); `"experiment": "rest_mcts"` (config/rest_mcts.json)
+ReST-MCTS*'s (experiment/reproduce_rest_mcts.py, in output/rest_mcts_mini).
 """
 from __future__ import annotations
 
@@ -250,6 +251,10 @@ def main(argv=None) -> int:
         from experiment.reproduce_vineppo import run as run_vineppo
 
         return run_vineppo(args, config)
+    if config.get("experiment") == "rest_mcts":  # ReST-MCTS*'s miniature: its own protocol and table
+        from experiment.reproduce_rest_mcts import run as run_rest_mcts
+
+        return run_rest_mcts(args, config)
     os.makedirs(args.work, exist_ok=True)
     write_json(os.path.join(args.work, "reproduce.args.json"), {"config": config, "work": args.work})
     run = Runner(args.work, config["threads"], config["parallel"])

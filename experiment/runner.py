@@ -24,6 +24,7 @@ class Step:
     argv: list[str]
     after: tuple[str, ...] = ()  # steps that must have finished first
     done: str | None = None  # a path (in the working directory) whose existence means: nothing to do
+    cwd: str | None = None  # a folder inside the working directory to run in (default: the working directory)
 
 
 class Runner:
@@ -44,12 +45,16 @@ class Runner:
 
     def _launch(self, step: Step) -> subprocess.Popen:
         command = " ".join(shlex.quote(part) for part in step.argv)
+        if step.cwd:
+            command = f"(cd {shlex.quote(step.cwd)} && {command})"
         print(f"[{self.elapsed():6.0f} s] start {step.name}: {step.title}\n  $ {command}", flush=True)
         self.commands.write(f"# {step.title}\n{command}\n")
         self.commands.flush()
         log = open(os.path.join(self.work, "logs", f"{step.name}.log"), "a", encoding="utf-8")
+        cwd = os.path.join(self.work, step.cwd) if step.cwd else self.work
+        os.makedirs(cwd, exist_ok=True)
         process = subprocess.Popen([sys.executable if part == "python" else part for part in step.argv],
-                                   cwd=self.work, env=self.env, stdout=log, stderr=subprocess.STDOUT)
+                                   cwd=cwd, env=self.env, stdout=log, stderr=subprocess.STDOUT)
         process.log, process.began = log, time.monotonic()
         return process
 
