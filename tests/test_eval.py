@@ -90,7 +90,8 @@ def test_best_of_n_with_a_value_model(tmp_path, data_dir, tiny_model_dir):
     results = run(tmp_path, *flags)
     assert results["n_problems"] == 2 and results["samples_per_problem"] == 6
     directory = tmp_path / paths.eval_dir("TinyCode", "Common", str(tiny_model_dir))
-    name = f"rm_{paths.short_slug(str(tiny_model_dir))}_transformers_scalar_orm_sample_3_temp_0.7_tokens_16_n_2_results.jsonl"
+    name = (f"rm_{paths.short_slug(str(tiny_model_dir))}_transformers_scalar_orm_sample_3_temp_0.7_tokens_16_n_2"
+            "_results.jsonl")
     assert (directory / name).exists()
     answers = [json.loads(line) for line in open(directory / name.replace("results", "completions"))]
     assert all(len(a["completions"]) == 2 for a in answers)

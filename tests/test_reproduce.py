@@ -1,5 +1,6 @@
 """experiment.reproduce: the step scheduler and the table's comparisons (the stages themselves have their own
 smoke tests; `make demo` runs the whole protocol)."""
+import doctest
 import json
 import os
 
@@ -9,7 +10,12 @@ from experiment.reproduce_table import comparison_specs, zero_std_comparison
 from experiment.runner import Runner, Step
 
 REQUIRED = {"grpo_vs_base", "rest_vs_naive", "rest_round2_vs_round1", "rest_rl_vs_vm_mcts@8",
-            *(f"vm_mcts_vs_{other}@{budget}" for other in ("orm_bon", "vm_bon", "orm_mcts") for budget in (4, 8, 16))}
+            "rest_alpha_matched_vs_naive", "rest_alpha_matched_vs_rest",
+            *(f"vm_mcts_vs_{other}@{budget}" for other in ("orm_bon", "vm_bon", "orm_mcts") for budget in (8, 16, 32))}
+# table.json's keys: today's and those issue 24 adds
+TABLE_KEYS = {"elapsed_s", "comparisons", "rows", "ranker_auc", "efficiency_curve", "zero_std_per_step",
+              "zero_std_data", "training", "step_seconds", "missing", "config", "seeds", "alpha_rule", "ranker_gate",
+              "symbol_bonus_shares", "training_data", "value_targets", "runtime_estimate"}
 
 
 def append(name: str, path: str) -> list[str]:
@@ -43,15 +49,23 @@ def test_a_failing_step_stops_the_run_and_names_its_log(tmp_path):
     assert "boom" in (tmp_path / "logs" / "bad.log").read_text() and not (tmp_path / "later").exists()
 
 
+def test_doctests():
+    from experiment import reproduce, reproduce_table
+
+    assert doctest.testmod(reproduce).failed == 0 and doctest.testmod(reproduce_table).failed == 0
+
+
 def test_the_table_holds_every_comparison_the_issue_names():
-    assert REQUIRED <= set(comparison_specs([4, 8, 16], 8))
+    assert REQUIRED <= set(comparison_specs([8, 16, 32], 8))
 
 
 def test_zero_std_difference_is_paired_by_step():
     naive, rest = [0.75, 0.5, 0.75, 0.625] * 10, [0.5, 0.25, 0.5, 0.375] * 10
-    result = zero_std_comparison(naive, rest, seed=0)
+    result = zero_std_comparison([naive], [rest], seed=0)
     assert result["difference"] == pytest.approx(0.25) and result["ci95"] == [0.25, 0.25]
     assert result["resolved"] and result["n_problems"] == 40 and json.dumps(result)
+    seeds = zero_std_comparison([naive, rest[:30]], [rest, rest], seed=0)  # two seeds of naive, one shorter
+    assert seeds["n_problems"] == 30 and seeds["n_seeds"] == [2, 2] and seeds["difference"] == pytest.approx(0.125)
 
 
 def test_the_demo_config_is_the_reproduce_config_with_smaller_sizes():
@@ -62,6 +76,12 @@ def test_the_demo_config_is_the_reproduce_config_with_smaller_sizes():
     assert all(demo[key].keys() == full[key].keys() for key in full if isinstance(full[key], dict))
     assert demo["grpo"]["lr"] == full["grpo"]["lr"] and demo["rest"] == full["rest"]
     assert demo["rl_problems"] < full["rl_problems"] and demo["grpo"]["max_steps"] < full["grpo"]["max_steps"]
+    assert len(full["train_seeds"]) >= 3 and len(demo["train_seeds"]) >= 2  # the demo may take fewer seeds
+    assert demo["rest_alpha_rule"] == full["rest_alpha_rule"] and demo["ranker_gate"] == full["ranker_gate"]
+    for config in (full, demo):
+        decoding = config["decoding"]
+        assert decoding["budgets"] == [8, 16, 32] and decoding["num_sample"] > decoding["num_decision"]
+        assert all(budget % decoding["num_sample"] == 0 for budget in decoding["budgets"])
 
 
 def test_step_seconds_survive_a_table_only_rebuild(tmp_path):
@@ -73,3 +93,85 @@ def test_step_seconds_survive_a_table_only_rebuild(tmp_path):
     rebuild = Runner(str(tmp_path), threads=1, parallel=2)  # --table_only: runs nothing, records nothing
     stage_time(str(tmp_path), rebuild, record=False)
     assert set(step_seconds(str(tmp_path))) == {"a"}
+
+
+def protocol_steps(name: str = "reproduce.json", alpha: float | None = 0.49):
+    from experiment.reproduce import REPO, Protocol, load_config, problems_step
+
+    protocol = Protocol(load_config(os.path.join(REPO, "config", name)), alpha)
+    return protocol, [problems_step(protocol.config)] + protocol.steps()
+
+
+def option(step: Step, flag: str) -> str:
+    return step.argv[step.argv.index(flag) + 1]
+
+
+def test_every_step_waits_only_on_steps_of_the_protocol():
+    _, steps = protocol_steps()
+    names = [step.name for step in steps]
+    assert len(set(names)) == len(names) and {name for step in steps for name in step.after} <= set(names)
+
+
+def test_every_seeded_arm_trains_once_per_seed_the_same_steps_after_a_check_of_its_data():
+    protocol, steps = protocol_steps()
+    seeds = protocol.config["train_seeds"]
+    trainings = {step.name: step for step in steps if step.argv[1].endswith("train_grpo.py")}
+    for arm in ("naive_grpo", "rest_round1", "rest_round2", "rest_alpha_matched"):
+        runs = [trainings[f"{arm}_s{seed}"] for seed in seeds]
+        assert [option(run, "--seed") for run in runs] == [str(seed) for seed in seeds]
+        assert len({run.argv[3] for run in runs}) == len(seeds)  # each seed its own save dir
+        assert protocol.seeds[arm] == seeds and len(protocol.results[arm]) == len(seeds)
+    assert {option(run, "--max_steps") for run in trainings.values()} == {str(protocol.config["grpo"]["max_steps"])}
+    assert all(run.after[0].startswith("steps_") for run in trainings.values())
+    for seed in seeds:  # round 2 of seed s starts from round 1 of seed s, on data its own samples made
+        round2 = trainings[f"rest_round2_s{seed}"]
+        assert round2.argv[2] == trainings[f"rest_round1_s{seed}"].argv[3] and f"seed_{seed}" in round2.argv[4]
+    assert option(trainings["rest_alpha_matched_s0"], "--seed") == "0" and "_0.49.jsonl" in \
+        trainings["rest_alpha_matched_s0"].argv[4]
+    assert len(protocol.results["rest_rl@8"]) == len(seeds) and len(protocol.results["naive_dapo"]) == 1
+
+
+def test_the_value_model_sees_the_orms_problems_and_decoding_prunes():
+    protocol, steps = protocol_steps()
+    by_name = {step.name: step for step in steps}
+    assert option(by_name["mcts_traces"], "--idx_list") == option(by_name["sample_base"], "--idx_list")
+    assert int(option(by_name["mcts_traces"], "--iteration_limit")) >= 16
+    search = by_name["eval_vm_mcts_at_32"]
+    assert int(option(search, "--num_sample")) > int(option(search, "--num_decision"))
+    assert int(option(search, "--iteration_limit")) * int(option(search, "--num_sample")) == 32
+
+
+def test_the_table_of_an_empty_working_directory_lists_what_is_missing(tmp_path):
+    from experiment.reproduce import REPO, main
+
+    assert main(["--config", os.path.join(REPO, "config", "demo.json"), "--table_only", "--work", str(tmp_path)]) == 0
+    table = json.loads((tmp_path / "table.json").read_text())
+    assert TABLE_KEYS <= set(table) and table["alpha_rule"] is None and table["rows"] == {}
+    assert table["ranker_gate"]["verdict"] == "not measured"
+    assert {"base", "rest_alpha_matched seed 0", "rest_round2 seed 1", "rest_rl@8 seed 1"} <= set(table["missing"])
+
+
+def write_evaluation(directory, name: str, scores: list[float]) -> str:
+    """A results file and its verified file: problem i passes with probability scores[i] (4 samples)."""
+    verified = [{"id": f"TinyCode/test/{i}", "rewards": [1.0] * int(4 * p) + [0.0] * (4 - int(4 * p))}
+                for i, p in enumerate(scores)]
+    (directory / f"{name}_verified.jsonl").write_text("".join(json.dumps(record) + "\n" for record in verified))
+    results = {"n_problems": len(scores), "strict_acc": sum(scores) / len(scores), "strict_acc_ci95": [0.0, 1.0],
+               "average_acc": 0.5, "samples_per_problem": 4.0, "tokens_per_problem": 100.0}
+    (directory / f"{name}_results.jsonl").write_text(json.dumps(results) + "\n")
+    return f"{name}_results.jsonl"
+
+
+def test_rows_and_comparisons_resample_the_seeds_of_each_arm(tmp_path):
+    from experiment.reproduce_table import comparisons, row_summary
+
+    base = [0.25, 0.5, 0.0, 1.0] * 10
+    seeds = [[min(1.0, p + 0.25 * (seed != 1)) for p in base] for seed in range(3)]  # seed 1 learnt nothing
+    results = {"base": [write_evaluation(tmp_path, "base", base)],
+               "naive_grpo": [write_evaluation(tmp_path, f"naive_{seed}", seeds[seed]) for seed in range(3)]}
+    row = row_summary(str(tmp_path), results["naive_grpo"], seed=0)
+    assert row["per_seed"] == [0.625, 0.4375, 0.625] and row["strict_acc"] == pytest.approx(0.5625)
+    assert row["strict_acc_ci95"][0] < row["strict_acc"] < row["strict_acc_ci95"][1]
+    compared = comparisons(str(tmp_path), results, {"grpo_vs_base": ("naive_grpo", "base")}, seed=0)["grpo_vs_base"]
+    assert compared["n_seeds"] == [3, 1] and compared["difference"] == pytest.approx(0.125)
+    assert compared["ci95"][0] < compared["difference"] < compared["ci95"][1]
