@@ -104,10 +104,11 @@ def test_value_and_policy_data_from_star_traces(tmp_path):
                      "--mode", "sft")
     assert policy["TinyMath"]["output"].endswith("generate/star_sft_data_0.2_50.jsonl")
     assert read(policy["TinyMath"]["output"]) == [
-        {"prompt": "<|im_start|>user\nQ<|im_end|>\n<|im_start|>assistant\n", "completion": LONG_SOLUTION}]
+        {"prompt": "<|im_start|>user\nQ<|im_end|>\n<|im_start|>assistant\n", "completion": LONG_SOLUTION.rstrip()}]
     looser = process(tmp_path, "--method", "MCTS", "--value_targets", "quality", "--trace", str(trace),
                      "--mode", "sft", "--len_threshold", "5", "--value_threshold", "0.6")
-    assert [row["completion"] for row in read(looser["TinyMath"]["output"])] == [LONG_SOLUTION, "#### 13\n"]
+    # the answer line ends a training target, as it ends the policy's samples (no newline after `#### X`)
+    assert [row["completion"] for row in read(looser["TinyMath"]["output"])] == [LONG_SOLUTION.rstrip(), "#### 13"]
     assert looser["TinyMath"]["output"].endswith("star_sft_data_0.6_5.jsonl")
     stricter = process(tmp_path, "--method", "MCTS", "--value_targets", "quality", "--trace", str(trace),
                        "--mode", "sft", "--value_threshold", "0.61")
