@@ -171,6 +171,12 @@ def _difference(row: dict) -> str:
     return f"{row['difference']:+.3f} [{low:+.3f}, {high:+.3f}]"
 
 
+def _comparison_lines(comparisons: dict) -> list[str]:
+    lines = ["", "| comparison | difference [95% interval] | resolved |", "|---|---|---|"]
+    return lines + [f"| {name} | {_difference(row)} | {'yes' if row['resolved'] else 'no'} |"
+                    for name, row in comparisons.items()]
+
+
 def markdown(table: dict) -> str:
     settings = table["settings"]
     lines = [f"# ReST-MCTS* in miniature (TinyMath; {settings['eval']['problems']} test tasks; training pool: train "
@@ -183,18 +189,14 @@ def markdown(table: dict) -> str:
         lines.append(f"| {label} | {_cell(row and row['strict_acc'])} | "
                      f"{'-' if not ci else f'[{ci[0]:.3f}, {ci[1]:.3f}]'} | {_cell(cost.get('generated_tokens'))} | "
                      f"{_cell(cost.get('sft_records'))} |")
-    lines += ["", "| comparison | difference [95% interval] | resolved |", "|---|---|---|"]
-    for name, row in table["policy_comparisons"].items():
-        lines.append(f"| {name} | {_difference(row)} | {'yes' if row['resolved'] else 'no'} |")
+    lines += _comparison_lines(table["policy_comparisons"])
     lines += ["", "## Decoders with round 2's policy and value model", "",
               "| decoder | pass@1 | generated tokens per task | samples per task |", "|---|---|---|---|"]
     for label, row in table["decoders"].items():
         if row:
             lines.append(f"| {label} | {_cell(row['strict_acc'])} | {_cell(row['completion_tokens_per_problem'], 0)} | "
                          f"{_cell(row['samples_per_problem'], 1)} |")
-    lines += ["", "| comparison | difference [95% interval] | resolved |", "|---|---|---|"]
-    for name, row in table["decoder_comparisons"].items():
-        lines.append(f"| {name} | {_difference(row)} | {'yes' if row['resolved'] else 'no'} |")
+    lines += _comparison_lines(table["decoder_comparisons"])
     lines += ["", "## Value models: ranking the base policy's test samples (correct against wrong)", "",
               "| value model | AUC | within-problem AUC [95% interval] | problems with both |", "|---|---|---|---|"]
     for label, row in table["value_aucs"].items():
