@@ -69,6 +69,7 @@ class StarProtocol:
         self.policy = config["policy"]
         self.seed = str(config["seed"])
         self.data_dir = os.path.join(work, "data", DOMAIN)
+        self.policy_path = os.path.abspath(os.path.join(work, self.policy))  # as experiment.rest_mcts names it
         self.em_dir = EM_DIR
 
     # -- the rounds ------------------------------------------------------------------------------------------
@@ -123,21 +124,17 @@ class StarProtocol:
 
     def em_plan(self) -> dict:
         """ReST-EM's sample count by the token rule, from round 1's search and round 0's samples."""
-        round0, round1 = self.read_round(0), self.read_round(1)
         samples_file = os.path.join(self.work, ROUNDS_DIR, "round_0", paths.completions_path(
-            DOMAIN, os.path.abspath(os.path.join(self.work, self.policy)), self.config["round0"]["temperature"],
-            self.config["round0"]["max_tokens"]))
+            DOMAIN, self.policy_path, self.config["round0"]["temperature"], self.config["round0"]["max_tokens"]))
         sample_tokens, _, sample_count = generated_tokens(samples_file)
-        search_tokens, problems, _ = generated_tokens(round1["trace"])
+        search_tokens, problems, _ = generated_tokens(self.read_round(1)["trace"])
         per_sample = sample_tokens / sample_count
         return {"n": em_samples(search_tokens, problems, per_sample), "search_tokens": search_tokens,
-                "problems": problems, "round0_tokens_per_sample": round(per_sample, 2),
-                "round0_value_model": round0["value_model"]}
+                "problems": problems, "round0_tokens_per_sample": round(per_sample, 2)}
 
     def em_steps(self, n: int) -> list[Step]:
         """ReST-EM, run in its own folder (its samples would otherwise share a file name with round 0's)."""
-        settings = self.config["rest_em"]
-        policy = os.path.abspath(os.path.join(self.work, self.policy))
+        settings, policy = self.config["rest_em"], self.policy_path
         common = ["--domain", DOMAIN, "--backend", policy, "--temperature", str(settings["temperature"]),
                   "--max_tokens", str(settings["max_tokens"]), "--seed", self.seed]
         data = os.path.join(paths.common_dir(DOMAIN, policy),
@@ -201,23 +198,19 @@ def run(args, config: dict) -> int:
     prepare_policy(config, runner, ("--task", DOMAIN))
     protocol = StarProtocol(config, os.path.abspath(args.work))
     results: dict = {}
-    plan = None
-    phases = ("a", "b", "c")
-    for phase in phases:
-        if phase == "b":
-            if not os.path.exists(os.path.join(args.work, protocol.round_file(1))):
-                break
-            plan = protocol.em_plan()
-            steps, found = protocol.phase_b(plan["n"])
-        elif phase == "c":
-            if not os.path.exists(os.path.join(args.work, protocol.round_file(2))):
-                break
-            steps, found = protocol.phase_c()
-        else:
-            steps, found = protocol.phase_a()
+
+    def run_phase(steps: list, found: dict) -> None:
         results.update(found)
         if not args.table_only:
             runner.run(steps)
+
+    run_phase(*protocol.phase_a())
+    plan = None
+    if os.path.exists(os.path.join(args.work, protocol.round_file(1))):  # phase B needs round 1's tokens
+        plan = protocol.em_plan()
+        run_phase(*protocol.phase_b(plan["n"]))
+        if os.path.exists(os.path.join(args.work, protocol.round_file(2))):  # phase C, round 2's models
+            run_phase(*protocol.phase_c())
     elapsed = stage_time(args.work, runner, record=not args.table_only)
     write_outputs(args.work, config, protocol, results, plan, elapsed)
     return 0

@@ -9,7 +9,7 @@ from dataclasses import asdict
 
 from data.jsonl import read_jsonl, read_unique, write_json
 from evaluation.compare import compare_files, paired_bootstrap, verified_path
-from evaluation.metrics import STRICT_THRESHOLD, auc
+from experiment.reproduce_table import judged_programs, mean_within, ranker_auc
 
 
 def generated_tokens(path: str) -> tuple[int, int, int]:
@@ -76,23 +76,6 @@ def decoder_comparisons(work: str, config: dict, results: dict, rows: dict) -> d
     return out
 
 
-def within_problem_aucs(scores: list[float], labels: list[bool], groups: list[str]) -> dict[str, float]:
-    """{problem: AUC of its items} over the problems holding both a correct and a wrong item.
-
-    >>> within_problem_aucs([0.9, 0.1, 0.5, 0.4, 0.3], [True, False, True, True, True], ["a", "a", "b", "b", "b"])
-    {'a': 1.0}
-    """
-    members: dict[str, list[int]] = {}
-    for index, group in enumerate(groups):
-        members.setdefault(group, []).append(index)
-    out = {}
-    for group, indices in members.items():
-        value = auc([scores[i] for i in indices], [labels[i] for i in indices])
-        if value is not None:
-            out[group] = value
-    return out
-
-
 def value_aucs(work: str, value_models: dict[str, str], samples_results: str, data_dir: str, seed: int) -> dict:
     """Each round's value model ranking the base policy's samples of the test tasks (complete solutions, correct
     against wrong): AUC over all of them and averaged within problems, with a bootstrap interval over problems,
@@ -100,32 +83,23 @@ def value_aucs(work: str, value_models: dict[str, str], samples_results: str, da
     from data.registry import get_benchmark
     from rms.value_models import load_value_model
 
-    completions = os.path.join(work, samples_results[: -len("_results.jsonl")] + "_completions.jsonl")
-    verified = os.path.join(work, verified_path(samples_results))
-    if not (os.path.exists(completions) and os.path.exists(verified)):
+    completions = samples_results[: -len("_results.jsonl")] + "_completions.jsonl"
+    if not (os.path.exists(os.path.join(work, completions)) and
+            os.path.exists(os.path.join(work, verified_path(samples_results)))):
         return {}
-    rewards = {str(record["id"]): record["rewards"] for _, record in read_unique(verified)}
-    problems = {problem.id: problem for problem in get_benchmark("TinyMath").load(data_dir, "test.jsonl")}
-    answers = [record for _, record in read_unique(completions) if record["completions"]]
+    judged = judged_programs(work, samples_results)
+    prompts = {problem.id: problem.prompt for problem in get_benchmark("TinyMath").load(data_dir, "test.jsonl")}
     out, per_problem = {}, {}
     for label, path in value_models.items():
         if not os.path.exists(os.path.join(path, "best")):
             continue
-        model = load_value_model(os.path.join(path, "best"))
-        scores, labels, groups = [], [], []
-        for answer in answers:
-            key = str(answer["id"])
-            solutions = answer["completions"]
-            scores += model.score([problems[key].prompt] * len(solutions), [s.rstrip() + "\n" for s in solutions])
-            labels += [reward >= STRICT_THRESHOLD for reward in rewards[key]]
-            groups += [key] * len(solutions)
-        within = within_problem_aucs(scores, labels, groups)
-        per_problem[label] = within
+        found = ranker_auc(load_value_model(os.path.join(path, "best")).score, prompts, judged)
+        within = per_problem[label] = found["within"]
         ids = sorted(within)
         interval = paired_bootstrap([[within[i] for i in ids]], [[0.0] * len(ids)], seed) if ids else None
-        out[label] = {"auc": auc(scores, labels), "auc_within_problem": sum(within.values()) / len(within)
-                      if within else None, "ci95": interval.ci95 if interval else None,
-                      "n_items": len(scores), "n_problems_both_classes": len(within)}
+        out[label] = {"auc": found["auc"], "auc_within_problem": mean_within(within),
+                      "ci95": interval.ci95 if interval else None, "n_items": found["n_programs"],
+                      "n_problems_both_classes": len(within)}
     labels = list(per_problem)
     for before, after in zip(labels, labels[1:]):
         ids = sorted(set(per_problem[before]) & set(per_problem[after]))

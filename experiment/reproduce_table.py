@@ -84,6 +84,42 @@ def mean_over_seeds(series: list[list[float]]) -> list[float]:
     return [sum(values[step] for values in series) / len(series) for step in range(steps)]
 
 
+def judged_programs(work: str, results: str) -> dict[str, tuple[list[str], list[bool]]]:
+    """{problem id: (programs, whether each passes every test)} of an evaluation run (its completions and
+    verified records beside `results`), over the problems that have programs."""
+    completions = results[: -len("_results.jsonl")] + "_completions.jsonl"
+    verified = {str(record["id"]): record for _, record in read_unique(os.path.join(work, verified_path(results)))}
+    return {str(record["id"]): (record["completions"], [reward >= STRICT_THRESHOLD
+                                                        for reward in verified[str(record["id"])]["rewards"]])
+            for _, record in read_unique(os.path.join(work, completions)) if record["completions"]}
+
+
+def ranker_auc(score, prompts: dict[str, str], judged: dict[str, tuple[list[str], list[bool]]]) -> dict:
+    """A ranker's AUC, passing programs against failing ones, over all programs and per problem (the problems
+    holding both kinds); `score(prompts, programs)` is a value model's, each program ending with one newline.
+
+    >>> table = {"lo": 0.1, "hi": 0.9, "mid": 0.5}
+    >>> found = ranker_auc(lambda ps, xs: [table[x.strip()] for x in xs], {"a": "A", "b": "B"},
+    ...                    {"a": (["hi", "lo"], [True, False]), "b": (["mid", "lo"], [True, True])})
+    >>> found["auc"], found["within"], found["n_programs"]
+    (0.8333333333333334, {'a': 1.0}, 4)
+    """
+    scores, labels, within = [], [], {}
+    for key, (programs, passed) in judged.items():
+        values = score([prompts[key]] * len(programs), [program.rstrip() + "\n" for program in programs])
+        scores += values
+        labels += passed
+        value = auc(values, passed)
+        if value is not None:
+            within[key] = value
+    return {"auc": auc(scores, labels), "within": within, "n_programs": len(scores)}
+
+
+def mean_within(within: dict[str, float]) -> float | None:
+    """The within-problem AUC averaged over problems (in id order), None when no problem holds both kinds."""
+    return sum(within[key] for key in sorted(within)) / len(within) if within else None
+
+
 def ranker_aucs(work: str, models: dict[str, str], base_results: str) -> dict[str, dict]:
     """Each ranker's AUC (passing programs against failing ones) on the base policy's evaluation
     programs: over all programs, and averaged within problems (what best-of-N needs)."""
@@ -91,29 +127,14 @@ def ranker_aucs(work: str, models: dict[str, str], base_results: str) -> dict[st
     from experiment.common import local_model_path
     from rms.value_models import load_value_model
 
-    completions_path = base_results[: -len("_results.jsonl")] + "_completions.jsonl"
-    verified = {str(record["id"]): record for _, record in read_unique(os.path.join(work, verified_path(base_results)))}
-    problems = {problem.id: problem for problem in get_benchmark("TinyCode").load(
+    judged = judged_programs(work, base_results)
+    prompts = {problem.id: problem.prompt for problem in get_benchmark("TinyCode").load(
         os.path.join(work, "data", "TinyCode"), "eval.jsonl")}
-    answers = [record for _, record in read_unique(os.path.join(work, completions_path)) if record["completions"]]
     out = {}
     for label, path in models.items():
-        model = load_value_model(local_model_path(os.path.join(work, path)))
-        scores, labels, groups = [], [], []
-        for answer in answers:
-            programs, rewards = answer["completions"], verified[str(answer["id"])]["rewards"]
-            problem = problems[str(answer["id"])]
-            scores += model.score([problem.prompt] * len(programs), [p.rstrip() + "\n" for p in programs])
-            labels += [reward >= STRICT_THRESHOLD for reward in rewards]
-            groups += [str(answer["id"])] * len(programs)
-        within = []
-        for group in sorted(set(groups)):
-            members = [i for i, g in enumerate(groups) if g == group]
-            value = auc([scores[i] for i in members], [labels[i] for i in members])
-            if value is not None:
-                within.append(value)
-        out[label] = {"auc": auc(scores, labels), "auc_within_problem": sum(within) / len(within) if within else None,
-                      "n_programs": len(scores), "n_problems_both_classes": len(within)}
+        found = ranker_auc(load_value_model(local_model_path(os.path.join(work, path))).score, prompts, judged)
+        out[label] = {"auc": found["auc"], "auc_within_problem": mean_within(found["within"]),
+                      "n_programs": found["n_programs"], "n_problems_both_classes": len(found["within"])}
     return out
 
 

@@ -17,7 +17,8 @@ from data.jsonl import write_jsonl
 from experiment import reproduce_rest_mcts, reproduce_rest_mcts_table
 from experiment.reproduce import load_config
 from experiment.reproduce_rest_mcts import StarProtocol, em_samples, pool_ids
-from experiment.reproduce_rest_mcts_table import decoder_comparisons, matched_sc, within_problem_aucs
+from experiment.reproduce_rest_mcts_table import decoder_comparisons, matched_sc
+from experiment.reproduce_table import ranker_auc
 
 
 def test_doctests():
@@ -59,10 +60,12 @@ def test_token_rules():
 
 
 def test_within_problem_auc_skips_problems_with_one_class():
-    scores = [0.9, 0.2, 0.1, 0.5, 0.5, 0.7, 0.3]
-    labels = [True, False, False, True, False, True, True]
-    groups = ["a", "a", "a", "b", "b", "c", "c"]
-    assert within_problem_aucs(scores, labels, groups) == {"a": 1.0, "b": 0.5}
+    scores = {"a1": 0.9, "a2": 0.2, "a3": 0.1, "b1": 0.5, "b2": 0.5, "c1": 0.7, "c2": 0.3}
+    judged = {"a": (["a1", "a2", "a3"], [True, False, False]), "b": (["b1", "b2"], [True, False]),
+              "c": (["c1", "c2"], [True, True])}
+    found = ranker_auc(lambda prompts, programs: [scores[program.strip()] for program in programs],
+                       {"a": "A", "b": "B", "c": "C"}, judged)
+    assert found["within"] == {"a": 1.0, "b": 0.5} and found["n_programs"] == 7
 
 
 def write_eval(work, name: str, passes: list[bool], tokens: float) -> str:
