@@ -1,5 +1,5 @@
 """The paper's claims in miniature on TinyCode on CPU, through the stage commands themselves
-(`make reproduce`; `make demo` is the same protocol at a smaller size). Protocol v2 (issue 24; docs/experiment.md).
+(`make reproduce`; `make demo` is the same protocol at a smaller size). Protocol v2 (docs/experiment.md).
 
 Runs in output/reproduce/ (or --work) as its working directory: its data/, generate/, output/, models/ckpts/
 and rms/ckpts/ live there; the tiny policy is linked in from models/ckpts/tiny-coder (trained first if absent).

@@ -1,4 +1,4 @@
-"""The rules of `make reproduce`'s protocol v2 (issue 24), fixed before any run: pure functions that the driver
+"""The rules of `make reproduce`'s protocol v2 (docs/experiment.md), fixed before any run: pure functions the driver
 (experiment/reproduce.py) and its table (experiment/reproduce_table.py) apply, so that no setting is chosen by
 looking at an outcome.
 

@@ -12,7 +12,7 @@ from experiment.runner import Runner, Step
 REQUIRED = {"grpo_vs_base", "rest_vs_naive", "rest_round2_vs_round1", "rest_rl_vs_vm_mcts@8",
             "rest_alpha_matched_vs_naive", "rest_alpha_matched_vs_rest",
             *(f"vm_mcts_vs_{other}@{budget}" for other in ("orm_bon", "vm_bon", "orm_mcts") for budget in (8, 16, 32))}
-# table.json's keys: today's and those issue 24 adds
+# table.json's keys: protocol v1's and those protocol v2 adds
 TABLE_KEYS = {"elapsed_s", "comparisons", "rows", "ranker_auc", "efficiency_curve", "zero_std_per_step",
               "zero_std_data", "training", "step_seconds", "missing", "config", "seeds", "alpha_rule", "ranker_gate",
               "symbol_bonus_shares", "training_data", "value_targets", "runtime_estimate"}
