@@ -95,6 +95,29 @@ def test_step_seconds_survive_a_table_only_rebuild(tmp_path):
     assert set(step_seconds(str(tmp_path))) == {"a"}
 
 
+def test_the_policys_training_is_not_counted_in_the_stages_time(tmp_path, monkeypatch):
+    """A run that trains the tiny policy first reports the stages' time only (its `elapsed_s`)."""
+    import time
+
+    from experiment import runner as runner_module
+
+    policy = tmp_path / "policy"
+
+    def train(argv, **kwargs):  # the training command's place: it takes time and writes the policy
+        time.sleep(1.0)
+        policy.mkdir()
+        (policy / "config.json").write_text("{}")
+
+    monkeypatch.setattr(runner_module.subprocess, "run", train)
+    work = tmp_path / "work"
+    runner = Runner(str(work), threads=1, parallel=1)
+    runner_module.prepare_policy({"policy": str(policy)}, runner)
+    assert (policy / "config.json").exists()
+    assert runner.elapsed() < 0.5
+    runner_module.prepare_policy({"policy": str(policy)}, runner)  # trained already: nothing to subtract
+    assert runner.elapsed() < 0.5
+
+
 def protocol_steps(name: str = "reproduce.json", alpha: float | None = 0.49):
     from experiment.reproduce import REPO, Protocol, load_config, problems_step
 
