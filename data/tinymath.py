@@ -268,10 +268,14 @@ def _sample(rng, count, split, templates, excluded_starts, held_pairs, seen) -> 
         if task is None or task.question in seen:
             continue
         seen.add(task.question)
-        records.append({"task_id": f"TinyMath/{split}/{len(records)}", "question": task.question,
-                        "answer": task.solution, "template": task.template, "events": task.events,
-                        "held_out_pairs": pairs})
+        records.append(task_record(task, f"TinyMath/{split}/{len(records)}", pairs))
     return records
+
+
+def task_record(task: Task, task_id: str, held_out_pairs: list[str]) -> dict:
+    """A task as a line of train.jsonl / test.jsonl."""
+    return {"task_id": task_id, "question": task.question, "answer": task.solution, "template": task.template,
+            "events": task.events, "held_out_pairs": held_out_pairs}
 
 
 def generate(seed: int = 0, n_train: int = 2000, n_test: int = 200) -> tuple[list[dict], list[dict]]:

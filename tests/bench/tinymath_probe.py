@@ -6,7 +6,7 @@ question): two-event templates that train holds, three-event templates that trai
 three-event templates train never drew (all their pairs seen). If the policy scores on these about
 what it scores on the test split, its gap is to new instances (numbers, names, distractors), not to
 new compositions. Greedy decoding through `evaluation.eval`, judged by the GSM8K rule; prints one
-line per group with a Wilson 95% interval and one JSON line.
+line per group with a bootstrap 95% interval over its tasks (as `evaluation.eval`'s) and one JSON line.
 
     python tests/bench/tinymath_probe.py [--policy models/ckpts/tiny-math] [--per_group 100]
 """
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import random
 import subprocess
@@ -24,6 +23,7 @@ from collections import defaultdict
 
 from data import tinymath
 from data.jsonl import read_jsonl, write_jsonl
+from evaluation.eval import bootstrap_interval
 
 GROUPS = ("seen_2_events", "seen_3_events", "unseen_3_events")
 
@@ -56,7 +56,7 @@ def probe_tasks(seed: int, n_train: int, per_group: int, probe_seed: int) -> lis
             continue
         template = f"{'>'.join(kinds)}|{question}"
         group = f"{'seen' if template in seen_templates else 'unseen'}_{len(kinds)}_events"
-        if len(groups.get(group, [None] * per_group)) >= per_group:
+        if group not in groups or len(groups[group]) == per_group:
             continue
         task = tinymath.make_task(kinds, question, "train", rng, [])
         if task is not None and task.question not in seen_questions:
@@ -65,18 +65,8 @@ def probe_tasks(seed: int, n_train: int, per_group: int, probe_seed: int) -> lis
     records = []
     for group, tasks in groups.items():
         for task in tasks:
-            records.append({"task_id": f"TinyMath/probe/{len(records)}", "question": task.question,
-                            "answer": task.solution, "template": task.template, "events": task.events,
-                            "held_out_pairs": [], "probe_group": group})
+            records.append({**tinymath.task_record(task, f"TinyMath/probe/{len(records)}", []), "probe_group": group})
     return records
-
-
-def wilson(passed: int, n: int) -> tuple[float, float]:
-    if n == 0:
-        return 0.0, 0.0
-    z, p = 1.96, passed / n
-    centre, half = p + z * z / (2 * n), z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
-    return (centre - half) / (1 + z * z / n), (centre + half) / (1 + z * z / n)
 
 
 def main() -> int:
@@ -97,11 +87,10 @@ def main() -> int:
     summary = {}
     for group in GROUPS:
         values = rewards[group]
-        passed = int(sum(values))
-        low, high = wilson(passed, len(values))
-        summary[group] = {"n": len(values), "pass@1": passed / max(len(values), 1), "ci95": [low, high]}
-        print(f"{group:>16}: greedy pass@1 {passed / max(len(values), 1):.3f} [{low:.3f}, {high:.3f}] "
-              f"({len(values)} tasks)")
+        mean = sum(values) / max(len(values), 1)
+        low, high = bootstrap_interval(values, args.probe_seed)  # as evaluation.eval's strict_acc_ci95
+        summary[group] = {"n": len(values), "pass@1": mean, "ci95": [low, high]}
+        print(f"{group:>16}: greedy pass@1 {mean:.3f} [{low:.3f}, {high:.3f}] ({len(values)} tasks)")
     print(json.dumps({"policy": args.policy, "groups": summary, "work": work}))
     return 0
 
