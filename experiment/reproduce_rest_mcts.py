@@ -6,7 +6,7 @@ value model's within-problem AUC each round.
 Runs in output/rest_mcts_mini/ (or --work), through the stage commands, with experiment.runner's Runner, in
 three phases (a later phase needs numbers or models only an earlier one makes):
   A  problems   TinyMath with `problems.n_train` train tasks; the training pool is train positions
-                `train_problems` (by default 2000-2255: tasks the tiny policy never saw, so the rounds learn from
+                `train_problems` (by default 6000-6255: tasks the tiny policy never saw, so the rounds learn from
                 their own solutions, not from a second pass over the policy's SFT data)
      rounds_1   experiment.rest_mcts --rounds 1 in rounds/ (round 0: samples, quality values, the first value
                 model; round 1: MCTS*, both data files, SFT, value model)

@@ -172,17 +172,30 @@ def test_tinymath_cli_is_deterministic(tmp_path):
 def test_tinymath_test_split_is_held_out_by_template(splits):
     train, test = splits
     assert len(train) == N_TRAIN and len(test) == N_TEST
-    held = set(tinymath.held_out(SEED)[0])
-    assert not {record["template"] for record in train} & {record["template"] for record in test}
+    held = tinymath.held_out(SEED)[0]
+    assert len(held) == tinymath.HELD_OUT_TEMPLATES
     for record in train + test:
         kinds, question = record["template"].split("|")
-        pairs = set(tinymath.template_pairs(tuple(kinds.split(">")), question))
-        assert pairs & held == set(record["held_out_pairs"])
-        assert bool(pairs & held) == (record in test)
-    assert {pair for record in test for pair in record["held_out_pairs"]} == held  # the pairs take turns
+        ending = tinymath.ending(tuple(kinds.split(">")), question)
+        assert (ending in held) == (record in test) == record["held_out"]  # nor does train end in one
+    assert [record["template"] for record in test[:len(held)]] == held  # the templates take turns
     events = [len(record["events"]) for record in train], [len(record["events"]) for record in test]
-    assert set(events[0]) == {1, 2, 3} and set(events[1]) == {1, 2}  # only the held-out pairs make test harder
+    assert set(events[0]) == {1, 2, 3} and set(events[1]) == {2}  # only the held-out templates make test harder
     assert len({record["question"] for record in train + test}) == N_TRAIN + N_TEST
+
+
+def test_tinymath_held_out_templates_recombine_pairs_train_holds_often():
+    """At the default split every neighbour pair of a held-out template occurs in train, in other
+    templates, dozens of times: a test task asks for a composition, never for an unseen step."""
+    train, _ = tinymath.generate(0, tinymath.N_TRAIN, 0)
+    counts: dict[str, int] = {}
+    for record in train:
+        kinds, question = record["template"].split("|")
+        for pair in tinymath.template_pairs(tuple(kinds.split(">")), question):
+            counts[pair] = counts.get(pair, 0) + 1
+    for template in tinymath.held_out(0)[0]:
+        kinds, question = template.split("|")
+        assert min(counts.get(pair, 0) for pair in tinymath.template_pairs(tuple(kinds.split(">")), question)) >= 50
 
 
 def test_tinymath_split_independence(splits):

@@ -13,6 +13,7 @@ import sys
 import pytest
 from conftest import REPO
 
+from data import tinymath
 from data.jsonl import write_jsonl
 from experiment import reproduce_rest_mcts, reproduce_rest_mcts_table
 from experiment.reproduce import load_config
@@ -31,8 +32,8 @@ def test_configs_build_phase_a_on_tasks_the_policy_never_saw(name, tmp_path):
     config = load_config(str(REPO / "config" / name))
     assert config["experiment"] == "rest_mcts"
     first, end = config["train_problems"]
-    # the tiny policy is trained on the first 2000 train tasks (data.tinymath's default split)
-    assert first >= 2000 and end <= config["problems"]["n_train"]
+    # the tiny policy is trained on the first N_TRAIN train tasks (data.tinymath's default split)
+    assert first >= tinymath.N_TRAIN and end <= config["problems"]["n_train"]
     protocol = StarProtocol(config, str(tmp_path))
     steps, results = protocol.phase_a()
     assert [step.name for step in steps] == ["problems", "rounds_1", "eval_base", "samples"]
@@ -107,8 +108,8 @@ TINY_MATH = os.environ.get("RESTRL_TINY_MATH", str(REPO / "models" / "ckpts" / "
                     "python -m models.tiny --task TinyMath)")
 def test_demo_end_to_end_on_cpu_and_resumed(tmp_path):
     config = load_config(str(REPO / "config" / "rest_mcts_demo.json"))
-    config.update(policy=TINY_MATH, work=str(tmp_path / "work"), train_problems=[2000, 2012],
-                  problems={"n_train": 2012, "n_test": 8}, eval={"problems": 8, "max_tokens": 96})
+    config.update(policy=TINY_MATH, work=str(tmp_path / "work"), train_problems=[6000, 6012],
+                  problems={"n_train": 6012, "n_test": 8}, eval={"problems": 8, "max_tokens": 96})
     config["decoding"].update(sc_samples=[1, 2], star_iterations=[2])
     config["search"].update(iteration_limit=4)
     config["value"].update(min_eval_rows=2)

@@ -1,9 +1,9 @@
 """Benchmark: where a TinyMath policy's test gap comes from, composition or fresh instances.
 
-TinyMath's test split differs from train by held-out neighbour pairs of events. This probe asks the
-policy fresh tasks that hold *no* held-out pair, in three groups (`--per_group` each, none a train
-question): two-event templates that train holds, three-event templates that train holds, and
-three-event templates train never drew (all their pairs seen). If the policy scores on these about
+TinyMath's test split differs from train by held-out two-event templates. This probe asks the
+policy fresh tasks outside them, in three groups (`--per_group` each, none a train question):
+two-event templates that train holds, three-event templates that train holds, and three-event
+templates train never drew (none ending in a held-out one). If the policy scores on these about
 what it scores on the test split, its gap is to new instances (numbers, names, distractors), not to
 new compositions. Greedy decoding through `evaluation.eval`, judged by the GSM8K rule; prints one
 line per group with a bootstrap 95% interval over its tasks (as `evaluation.eval`'s) and one JSON line.
@@ -32,7 +32,7 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--policy", default=os.path.join("models", "ckpts", "tiny-math"))
     parser.add_argument("--seed", type=int, default=0, help="TinyMath's seed (the train split the policy saw)")
-    parser.add_argument("--n_train", type=int, default=2000, help="train tasks the policy saw")
+    parser.add_argument("--n_train", type=int, default=6000, help="train tasks the policy saw")
     parser.add_argument("--per_group", type=int, default=100, help="tasks per group")
     parser.add_argument("--probe_seed", type=int, default=123, help="seed of the fresh tasks")
     parser.add_argument("--max_tokens", type=int, default=128)
@@ -45,14 +45,14 @@ def probe_tasks(seed: int, n_train: int, per_group: int, probe_seed: int) -> lis
     train, _ = tinymath.generate(seed, n_train, 0)
     seen_templates = {record["template"] for record in train}
     seen_questions = {record["question"] for record in train}
-    held = set(tinymath.held_out_pairs(random.Random(seed)))
+    held = set(tinymath.held_out_templates(random.Random(seed)))
     rng = random.Random(probe_seed)
     groups: dict[str, list] = {group: [] for group in GROUPS}
     for _ in range(200_000):
         if all(len(tasks) == per_group for tasks in groups.values()):
             break
-        kinds, question = tinymath.random_template(rng, "train")
-        if len(kinds) < 2 or any(pair in held for pair in tinymath.template_pairs(kinds, question)):
+        kinds, question = tinymath.random_template(rng)
+        if len(kinds) < 2 or tinymath.ending(kinds, question) in held:
             continue
         template = f"{'>'.join(kinds)}|{question}"
         group = f"{'seen' if template in seen_templates else 'unseen'}_{len(kinds)}_events"
