@@ -126,13 +126,25 @@ def exit_with_status(main) -> None:
     from models.errors import CudaUnusableError
 
     try:
-        sys.exit(main())
+        status = main()
+        close_process_group()
+        sys.exit(status)
     except DataError as exc:  # bad training data or settings: one line naming the file, line and field
         error_line(str(exc))
         sys.exit(2)
     except (SandboxError, CudaUnusableError) as exc:
         error_line(str(exc))
         sys.exit(1)
+
+
+def close_process_group() -> None:
+    """Destroy the default process group, if this process joined one, before the interpreter exits: left
+    to finalization, gloo's worker threads can abort the process ("terminate called without an active
+    exception", exit 250) after every file is written, which a launcher reports as a failed rank."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def single_process_environment() -> None:

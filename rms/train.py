@@ -24,12 +24,10 @@ import logging
 import math
 import os
 import random
-import sys
 
 from data.jsonl import DataError, read_jsonl, write_json, write_jsonl
-from models.errors import CudaUnusableError
 from models.gpu_plan import visible_gpus
-from models.training import configure_logging, error_line
+from models.training import configure_logging, exit_with_status
 from rms.value_models import IN_HOUSE_CLASSES, INPUT_FORMAT, METADATA_FILE
 
 logger = logging.getLogger(__name__)
@@ -219,10 +217,11 @@ def main(argv=None) -> dict:
     return metrics
 
 
+def cli() -> int:
+    main()
+    return 0
+
+
 if __name__ == "__main__":
     configure_logging()  # warnings only on ranks other than 0
-    try:
-        main()
-    except CudaUnusableError as exc:  # one line, exit 1 (on every rank: each checks)
-        error_line(str(exc))
-        sys.exit(1)
+    exit_with_status(cli)  # bad data: one line, exit 2; CUDA that cannot run: one line, exit 1 (on every rank)

@@ -70,6 +70,40 @@ def test_read_value_data_names_file_and_line(tmp_path):
     assert train.read_value_data(str(path), 0.0, 1.0) == [{"prompt": "p", "answer": "a", "reward": 1.0}]
 
 
+def test_bad_value_data_is_one_line_and_exit_2(tmp_path):
+    (tmp_path / "v.jsonl").write_text('{"prompt": "p", "reward": 0.5}\n')
+    done = subprocess.run([sys.executable, os.path.join(REPO, "rms", "train.py"), "base", str(tmp_path / "out"),
+                           str(tmp_path / "v.jsonl"), "--rm_class", "standard_scalar"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert done.stderr.strip().splitlines()[-1].endswith("v.jsonl:1: field 'answer' missing or not a str")
+    assert "Traceback" not in done.stderr
+
+
+def test_training_scripts_leave_no_process_group_to_interpreter_exit(tmp_path):
+    """exit_with_status destroys the process group a script joined before the interpreter finalizes
+    (gloo's threads left to finalization can abort a finished rank)."""
+    script = tmp_path / "script.py"
+    script.write_text(
+        "import atexit, os, torch.distributed as dist\n"
+        "from models.training import exit_with_status\n"
+        "atexit.register(lambda: print('initialized at exit:', dist.is_initialized()))\n"
+        "os.environ.update(MASTER_ADDR='127.0.0.1', MASTER_PORT=os.environ['PORT'])\n"
+        "def main():\n"
+        "    dist.init_process_group('gloo', rank=0, world_size=1)\n"
+        "    return 3\n"
+        "exit_with_status(main)\n")
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    done = subprocess.run([sys.executable, str(script)], cwd=REPO, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PORT": str(port), "PYTHONPATH": str(REPO)})
+    assert done.returncode == 3, done.stderr[-2000:]  # main's status still decides the exit code
+    assert "initialized at exit: False" in done.stdout
+
+
 def test_split_is_seeded_disjoint_and_bounded():
     rows = [{"prompt": str(i), "answer": "", "reward": 0.0} for i in range(30)]
     first, held = train.split_rows(rows, 0.05, 100, seed=1)
