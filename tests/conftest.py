@@ -52,3 +52,21 @@ def tiny_model_dir(tmp_path_factory):
     build_model(tokenizer, hidden_size=64, layers=2).save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_math_policy(tmp_path_factory) -> str:
+    """The tiny TinyMath policy: $RESTRL_TINY_MATH or models/ckpts/tiny-math when it is there (trained by
+    `python -m models.tiny --task TinyMath`), else one trained here for 150 steps on 400 tasks (about two
+    minutes; it writes GSM8K's format and solves little: the end-to-end tests check mechanics, not quality)."""
+    policy = os.environ.get("RESTRL_TINY_MATH", str(REPO / "models" / "ckpts" / "tiny-math"))
+    if os.path.isdir(policy):
+        return policy
+    from data import tinymath
+    from models.tiny import parse_args, train_tiny_policy
+
+    work = tmp_path_factory.mktemp("tiny-math")
+    tinymath.write(str(work / "data"), seed=0, n_train=400, n_test=4)
+    train_tiny_policy(parse_args(["--task", "TinyMath", "--output", str(work / "policy"), "--data_directory",
+                                  str(work / "data"), "--steps", "150", "--eval_n", "1", "--max_eval_problems", "4"]))
+    return str(work / "policy")

@@ -100,15 +100,10 @@ def test_decoder_comparisons_pair_each_search_with_the_matched_sc_rows(tmp_path)
     assert out["sc_weighted@1 - sc_majority@1"]["difference"] == 0.0
 
 
-TINY_MATH = os.environ.get("RESTRL_TINY_MATH", str(REPO / "models" / "ckpts" / "tiny-math"))
-
-
 @pytest.mark.slow
-@pytest.mark.skipif(not os.path.isdir(TINY_MATH), reason=f"needs the tiny math policy ({TINY_MATH}: "
-                    "python -m models.tiny --task TinyMath)")
-def test_demo_end_to_end_on_cpu_and_resumed(tmp_path):
+def test_demo_end_to_end_on_cpu_and_resumed(tmp_path, tiny_math_policy):
     config = load_config(str(REPO / "config" / "rest_mcts_demo.json"))
-    config.update(policy=TINY_MATH, work=str(tmp_path / "work"), train_problems=[6000, 6012],
+    config.update(policy=tiny_math_policy, work=str(tmp_path / "work"), train_problems=[6000, 6012],
                   problems={"n_train": 6012, "n_test": 8}, eval={"problems": 8, "max_tokens": 96})
     config["decoding"].update(sc_samples=[1, 2], star_iterations=[2])
     config["search"].update(iteration_limit=4)

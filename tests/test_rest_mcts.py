@@ -260,9 +260,6 @@ def test_a_round_without_policy_data_keeps_the_policy(tmp_path):
 
 # -- end to end ----------------------------------------------------------------------------------------------
 
-TINY_MATH = os.environ.get("RESTRL_TINY_MATH", str(REPO / "models" / "ckpts" / "tiny-math"))
-
-
 def run_driver(work, *flags):
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     return subprocess.run([sys.executable, "-m", "experiment.rest_mcts", "--work", str(work), *flags],
@@ -270,16 +267,14 @@ def run_driver(work, *flags):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not os.path.isdir(TINY_MATH), reason=f"needs the tiny math policy ({TINY_MATH}: "
-                    "python -m models.tiny --task TinyMath)")
-def test_one_round_end_to_end_on_cpu(tmp_path):
+def test_one_round_end_to_end_on_cpu(tmp_path, tiny_math_policy):
     data = tmp_path / "TinyMath"
     subprocess.run([sys.executable, "-m", "data.tinymath", "--seed", "0", "--n_train", "40", "--n_test", "4",
                     "--directory", str(data)], check=True, env={**os.environ, "PYTHONPATH": str(REPO)})
     work = tmp_path / "work"
     flags = ["--rounds", "1", "--domain", "TinyMath", "--directory", str(data), "--idx_list", "0,1,2,3,4,5",
-             "--backend", TINY_MATH, "--n", "6", "--max_tokens", "96", "--device", "cpu", "--len_threshold", "10",
-             "--value_threshold", "0.0",
+             "--backend", tiny_math_policy, "--n", "6", "--max_tokens", "96", "--device", "cpu",
+             "--len_threshold", "10", "--value_threshold", "0.0",
              "--sample_args", "--skip_env_check",
              "--search_args", "--skip_env_check --iteration_limit 6 --max_tokens 24 --max_depth 8 --rm_device cpu",
              "--sft_args", "--num_train_epochs 1 --per_device_train_batch_size 4 --save_strategy no --use_cpu true",
