@@ -180,13 +180,32 @@ def held_out_templates(rng: random.Random) -> list[str]:
     return sorted(rng.sample(candidates, HELD_OUT_TEMPLATES))
 
 
+def template_name(kinds: tuple[str, ...], question: str) -> str:
+    """A template as the records write it.
+
+    >>> template_name(("gain", "half"), "each")
+    'gain>half|each'
+    """
+    return f"{'>'.join(kinds)}|{question}"
+
+
+def parse_template(template: str) -> tuple[tuple[str, ...], str]:
+    """(event kinds, question) of a template name.
+
+    >>> parse_template("gain>half|each")
+    (('gain', 'half'), 'each')
+    """
+    kinds, question = template.split("|")
+    return tuple(kinds.split(">")), question
+
+
 def ending(kinds: tuple[str, ...], question: str) -> str:
     """The two-event template a template ends in ('' for one event).
 
     >>> ending(("times", "gain", "half"), "each")
     'gain>half|each'
     """
-    return f"{'>'.join(kinds[-2:])}|{question}" if len(kinds) >= 2 else ""
+    return template_name(kinds[-2:], question) if len(kinds) >= 2 else ""
 
 
 def held_out_values(rng: random.Random) -> list[int]:
@@ -256,7 +275,7 @@ def make_task(kinds: tuple[str, ...], question: str, split: str, rng: random.Ran
         sentences.insert(rng.randint(1, len(sentences)), distractor)
     sentences.append(_question_text(question, asked, words))
     return Task(" ".join(sentences), "\n".join(lines + [f"#### {answer}"]),
-                f"{'>'.join(kinds)}|{question}", [[kind, param] for kind, param in zip(kinds, params)])
+                template_name(kinds, question), [[kind, param] for kind, param in zip(kinds, params)])
 
 
 def _sample(rng, count, split, templates, excluded_starts, held, seen) -> list[dict]:
@@ -287,14 +306,9 @@ def generate(seed: int = 0, n_train: int = N_TRAIN, n_test: int = N_TEST) -> tup
     held = set(templates)
     seen: set[str] = set()
     train = _sample(rng, n_train, "train", iter(lambda: random_template(rng), None), starts, held, seen)
-    turns = (_parse(templates[turn % len(templates)]) for turn in itertools.count())
+    turns = (parse_template(templates[turn % len(templates)]) for turn in itertools.count())
     test = _sample(rng, n_test, "test", turns, [], held, seen)
     return train, test
-
-
-def _parse(template: str) -> tuple[tuple[str, ...], str]:
-    kinds, question = template.split("|")
-    return tuple(kinds.split(">")), question
 
 
 def write(directory: str, seed: int = 0, n_train: int = N_TRAIN, n_test: int = N_TEST) -> tuple[str, str]:

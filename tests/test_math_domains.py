@@ -175,8 +175,7 @@ def test_tinymath_test_split_is_held_out_by_template(splits):
     held = tinymath.held_out(SEED)[0]
     assert len(held) == tinymath.HELD_OUT_TEMPLATES
     for record in train + test:
-        kinds, question = record["template"].split("|")
-        ending = tinymath.ending(tuple(kinds.split(">")), question)
+        ending = tinymath.ending(*tinymath.parse_template(record["template"]))
         assert (ending in held) == (record in test) == record["held_out"]  # nor does train end in one
     assert [record["template"] for record in test[:len(held)]] == held  # the templates take turns
     events = [len(record["events"]) for record in train], [len(record["events"]) for record in test]
@@ -190,12 +189,10 @@ def test_tinymath_held_out_templates_recombine_pairs_train_holds_often():
     train, _ = tinymath.generate(0, tinymath.N_TRAIN, 0)
     counts: dict[str, int] = {}
     for record in train:
-        kinds, question = record["template"].split("|")
-        for pair in tinymath.template_pairs(tuple(kinds.split(">")), question):
+        for pair in tinymath.template_pairs(*tinymath.parse_template(record["template"])):
             counts[pair] = counts.get(pair, 0) + 1
     for template in tinymath.held_out(0)[0]:
-        kinds, question = template.split("|")
-        assert min(counts.get(pair, 0) for pair in tinymath.template_pairs(tuple(kinds.split(">")), question)) >= 50
+        assert min(counts.get(pair, 0) for pair in tinymath.template_pairs(*tinymath.parse_template(template))) >= 50
 
 
 def test_tinymath_split_independence(splits):

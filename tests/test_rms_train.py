@@ -93,13 +93,10 @@ def test_training_scripts_leave_no_process_group_to_interpreter_exit(tmp_path):
         "    dist.init_process_group('gloo', rank=0, world_size=1)\n"
         "    return 3\n"
         "exit_with_status(main)\n")
-    import socket
+    from rms.trainer import free_port
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
     done = subprocess.run([sys.executable, str(script)], cwd=REPO, capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "PORT": str(port), "PYTHONPATH": str(REPO)})
+                          env={**os.environ, "PORT": str(free_port()), "PYTHONPATH": str(REPO)})
     assert done.returncode == 3, done.stderr[-2000:]  # main's status still decides the exit code
     assert "initialized at exit: False" in done.stdout
 

@@ -32,7 +32,7 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--policy", default=os.path.join("models", "ckpts", "tiny-math"))
     parser.add_argument("--seed", type=int, default=0, help="TinyMath's seed (the train split the policy saw)")
-    parser.add_argument("--n_train", type=int, default=6000, help="train tasks the policy saw")
+    parser.add_argument("--n_train", type=int, default=tinymath.N_TRAIN, help="train tasks the policy saw")
     parser.add_argument("--per_group", type=int, default=100, help="tasks per group")
     parser.add_argument("--probe_seed", type=int, default=123, help="seed of the fresh tasks")
     parser.add_argument("--max_tokens", type=int, default=128)
@@ -45,7 +45,7 @@ def probe_tasks(seed: int, n_train: int, per_group: int, probe_seed: int) -> lis
     train, _ = tinymath.generate(seed, n_train, 0)
     seen_templates = {record["template"] for record in train}
     seen_questions = {record["question"] for record in train}
-    held = set(tinymath.held_out_templates(random.Random(seed)))
+    held = set(tinymath.held_out(seed)[0])
     rng = random.Random(probe_seed)
     groups: dict[str, list] = {group: [] for group in GROUPS}
     for _ in range(200_000):
@@ -54,7 +54,7 @@ def probe_tasks(seed: int, n_train: int, per_group: int, probe_seed: int) -> lis
         kinds, question = tinymath.random_template(rng)
         if len(kinds) < 2 or tinymath.ending(kinds, question) in held:
             continue
-        template = f"{'>'.join(kinds)}|{question}"
+        template = tinymath.template_name(kinds, question)
         group = f"{'seen' if template in seen_templates else 'unseen'}_{len(kinds)}_events"
         if group not in groups or len(groups[group]) == per_group:
             continue
@@ -65,7 +65,8 @@ def probe_tasks(seed: int, n_train: int, per_group: int, probe_seed: int) -> lis
     records = []
     for group, tasks in groups.items():
         for task in tasks:
-            records.append({**tinymath.task_record(task, f"TinyMath/probe/{len(records)}", []), "probe_group": group})
+            record = tinymath.task_record(task, f"TinyMath/probe/{len(records)}", held_out=False)
+            records.append({**record, "probe_group": group})
     return records
 
 
